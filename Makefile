@@ -1,0 +1,59 @@
+# Quick start: `make demo` (end to end on a local Kafka), `make test` (the full suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install kafka kafka-stop demo test test-unit test-integration test-system lint train eval bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## virtualenv with pinned dependencies (pip cache reused)
+
+kafka:  ## start the local Apache Kafka (KRaft) and print bootstrap.servers
+	scripts/kafka-local start
+
+kafka-stop:  ## stop the local Kafka
+	scripts/kafka-local stop
+
+demo: $(STAMP)  ## local Kafka + topics + consumer + sample overviews -> printed predictions
+	scripts/kafka-local install
+	scripts/demo
+
+lint: $(STAMP)  ## ruff + mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint  ## the full suite: unit, integration (real Kafka) and system tests
+	scripts/kafka-local install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test-system: $(STAMP)
+	$(BIN)/pytest tests/system $(PYTEST_ARGS)
+
+train: $(STAMP)  ## retrain the default artifact from ../shared/data
+	$(BIN)/genre-train --data ../shared/data/movies_overviews.csv --out model/artifacts/default
+
+eval: $(STAMP)  ## evaluate the default artifact
+	$(BIN)/genre-eval --data ../shared/data/movies_overviews.csv --json
+
+clean:
+	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The genre classification consumer service."""

@@ -1,0 +1,95 @@
+"""Entry point of `genre-consumer` / `python -m consumer`: settings from the environment, wiring, signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from pydantic import ValidationError
+
+from consumer.decoding import DecodeLimits
+from consumer.errors import ServiceError
+from consumer.health import HealthServer
+from consumer.logs import configure
+from consumer.metrics import ServiceMetrics
+from consumer.processing import BatchProcessor
+from consumer.service import GenreService
+from consumer.settings import Settings
+from model.errors import ModelError
+from model.predictor import load_predictor
+
+logger = logging.getLogger("consumer")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
+
+
+def build_service(settings: Settings, registry: CollectorRegistry) -> GenreService:
+    """Loads the model and wires the service (shared by the CLI, tests and benchmarks)."""
+    m = settings.model
+    predictor = load_predictor(
+        m.uri,
+        embedding_model=m.embedding_model or None,
+        backend=m.backend,
+        device=m.device,
+        batch_size=m.encode_batch_size,
+    )
+    s = settings.service
+    limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy)
+    metrics = ServiceMetrics(registry)
+    metrics.model_info.info({"name": predictor.name, "version": predictor.version, "backend": predictor.backend})
+    processor = BatchProcessor(predictor, s.output_topic, limits)
+    txn_id = s.transactional_id or f"{s.group_id}-{socket.gethostname()}-{os.getpid()}"
+    return GenreService(settings.kafka, s, processor, metrics, txn_id)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__ + "\n\nConfigured by environment variables (see README, 'Configuration').")
+        return EXIT_OK
+    try:
+        settings = Settings.from_env(os.environ if environ is None else environ)
+    except ValidationError as exc:
+        print(f"genre-consumer: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure(settings.service.log_level, settings.service.log_format)
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    try:
+        service = build_service(settings, registry)
+    except ModelError as exc:
+        logger.error("cannot load model: %s", exc)
+        return EXIT_MODEL
+    health = None
+    if settings.service.metrics_port:
+        health = HealthServer(registry, service.ready, settings.service.metrics_host, settings.service.metrics_port)
+        health.start()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        service.run()
+    except ServiceError as exc:
+        logger.error("stopped: %s", exc)
+        return EXIT_FAILURE
+    finally:
+        if health is not None:
+            health.close()
+    logger.info("stopped cleanly")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Versioned wire schemas: the input overview, the output prediction and dead-letter headers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+class OverviewMessage(BaseModel):
+    """Input value (JSON object, UTF-8). Unknown fields are ignored so producers can add their own."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
+
+    id: str | None = Field(default=None, description="movie id; a JSON number is accepted and kept as text")
+    overview: str = Field(description="the text to classify; must contain a non-space character")
+    title: str | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        # Integer ids are common (TMDB); booleans are not ids even though bool is an int subclass.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("overview", "title", mode="before")
+    @classmethod
+    def _strict_text(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"must be a string, got {type(value).__name__}")
+        return value
+
+    @field_validator("overview")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("overview is empty or only whitespace")
+        return value
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str
+
+
+class SourceRef(BaseModel):
+    """Where the input came from: makes outputs idempotent to apply downstream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class GenrePrediction(BaseModel):
+    """Output value. Strict: consumers of the genres topic can rely on every field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str | None
+    title: str | None = None
+    genres: list[str]
+    scores: dict[str, float]
+    model: ModelRef
+    source: SourceRef
+    truncated: bool = False
+    processed_at: datetime
+
+    @field_validator("scores")
+    @classmethod
+    def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"scores must lie in [0, 1]: {bad}")
+        return value
+
+
+class DeadLetterHeaders:
+    """Header names of a dead-letter record (values are UTF-8 text)."""
+
+    REASON = "dlq.reason"
+    ERROR_CLASS = "dlq.error.class"
+    ERROR_MESSAGE = "dlq.error.message"
+    SOURCE_TOPIC = "dlq.source.topic"
+    SOURCE_PARTITION = "dlq.source.partition"
+    SOURCE_OFFSET = "dlq.source.offset"
+    SOURCE_TIMESTAMP = "dlq.source.timestamp"
+    SERVICE = "dlq.service"
+    MODEL_VERSION = "dlq.model.version"
+    FAILED_AT = "dlq.failed.at"
+
+    ALL: tuple[str, ...] = (
+        REASON,
+        ERROR_CLASS,
+        ERROR_MESSAGE,
+        SOURCE_TOPIC,
+        SOURCE_PARTITION,
+        SOURCE_OFFSET,
+        SOURCE_TIMESTAMP,
+        SERVICE,
+        MODEL_VERSION,
+        FAILED_AT,
+    )

@@ -1,0 +1,84 @@
+"""Prometheus metrics of the service, registered on an injected registry (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from consumer.dead_letters import DeadLetter
+from consumer.processing import Predicted
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+CHAR_BUCKETS = (20, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000)
+WORD_BUCKETS = (5, 10, 20, 40, 60, 80, 120, 200, 400, 1000)
+
+
+class ServiceMetrics:
+    """All metrics of one service instance. Label values are bounded: stages, reasons, genres, outcomes."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str = "genre") -> None:
+        self.registry = registry
+        ns = namespace
+        self.consumed = Counter("consumed", "Input records consumed", namespace=ns, registry=registry)
+        self.predicted = Counter("predicted", "Predictions written", namespace=ns, registry=registry)
+        self.dead_letters = Counter(
+            "dead_letters", "Inputs sent to the dead-letter topic", ["reason"], namespace=ns, registry=registry
+        )
+        self.batch_size = Histogram(
+            "batch_size_records", "Records per processed batch", buckets=BATCH_BUCKETS, namespace=ns, registry=registry
+        )
+        self.stage_seconds = Histogram(
+            "stage_seconds", "Time per batch stage", ["stage"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry
+        )
+        self.end_to_end_seconds = Histogram(
+            "end_to_end_seconds",
+            "Input timestamp to committed output, per record",
+            buckets=LATENCY_BUCKETS,
+            namespace=ns,
+            registry=registry,
+        )
+        self.batches = Counter("batches", "Batches by outcome", ["outcome"], namespace=ns, registry=registry)
+        self.retries = Counter("retries", "Batch delivery retries after a failure", namespace=ns, registry=registry)
+        self.rebalances = Counter("rebalances", "Rebalance events", ["event"], namespace=ns, registry=registry)
+        self.assigned_partitions = Gauge(
+            "assigned_partitions", "Partitions currently assigned", namespace=ns, registry=registry
+        )
+        self.genres = Counter(
+            "predicted_genres", "Predicted genre occurrences", ["genre"], namespace=ns, registry=registry
+        )
+        self.scores = Histogram(
+            "genre_score",
+            "Score of each genre per prediction",
+            ["genre"],
+            buckets=SCORE_BUCKETS,
+            namespace=ns,
+            registry=registry,
+        )
+        self.input_chars = Histogram(
+            "input_chars", "Overview length in characters", buckets=CHAR_BUCKETS, namespace=ns, registry=registry
+        )
+        self.input_words = Histogram(
+            "input_words", "Overview length in words", buckets=WORD_BUCKETS, namespace=ns, registry=registry
+        )
+        self.model_info = Info("model", "Served model", namespace=ns, registry=registry)
+
+    def record_batch(
+        self, predicted: Sequence[Predicted], dead: Sequence[DeadLetter], timings: dict[str, float]
+    ) -> None:
+        """Counts one committed batch."""
+        self.predicted.inc(len(predicted))
+        for d in dead:
+            self.dead_letters.labels(reason=d.reason.value).inc()
+        for stage, seconds in timings.items():
+            self.stage_seconds.labels(stage=stage).observe(seconds)
+        for p in predicted:
+            text = p.item.text
+            self.input_chars.observe(len(text))
+            self.input_words.observe(len(text.split()))
+            for genre in p.prediction.genres:
+                self.genres.labels(genre=genre).inc()
+            for genre, score in p.prediction.scores.items():
+                self.scores.labels(genre=genre).observe(score)

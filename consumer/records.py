@@ -1,0 +1,57 @@
+"""Frozen, client-independent views of Kafka records, so the processing core never imports Kafka."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Headers = tuple[tuple[str, bytes | None], ...]
+RawHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
+
+
+def normalize_headers(raw: RawHeaders) -> Headers:
+    """Client headers (list or dict, str or bytes values) as a tuple of (name, bytes) pairs."""
+    if not raw:
+        return ()
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple((k, v.encode() if isinstance(v, str) else v) for k, v in pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One consumed message, as received."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp_ms: int | None = None
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    @property
+    def coordinates(self) -> str:
+        """`topic[partition]@offset`, the form every log line uses."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """One message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = ()

@@ -1,0 +1,333 @@
+"""The Kafka shell: poll → micro-batch → process → deliver (transaction or produce+commit) → repeat."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from consumer.batching import BatchBuilder
+from consumer.errors import DeliveryError, FatalKafkaError, ServiceError, TransactionError
+from consumer.metrics import ServiceMetrics
+from consumer.processing import BatchProcessor, BatchResult
+from consumer.records import InputRecord, OutputRecord, TopicPartition, normalize_headers
+from consumer.settings import KafkaSettings, ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "genre-consumer"
+MAX_BACKOFF_S = 30.0
+
+
+def to_record(msg: Message) -> InputRecord:
+    """Copies a librdkafka message into the core's frozen record type."""
+    ts_type, ts = msg.timestamp()
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("a consumed message without topic, partition or offset")
+    key, value = msg.key(), msg.value()
+    return InputRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.encode() if isinstance(key, str) else key,
+        value=value.encode() if isinstance(value, str) else value,
+        headers=normalize_headers(msg.headers()),
+        timestamp_ms=ts if ts_type != 0 else None,  # 0 = TIMESTAMP_NOT_AVAILABLE
+    )
+
+
+def next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
+    """Offset to commit per partition: last processed offset + 1."""
+    out: dict[TopicPartition, int] = {}
+    for r in records:
+        out[r.tp] = max(out.get(r.tp, -1), r.offset + 1)
+    return out
+
+
+def first_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
+    """Where to rewind each partition if the batch is not delivered."""
+    out: dict[TopicPartition, int] = {}
+    for r in records:
+        out[r.tp] = min(out.get(r.tp, r.offset), r.offset)
+    return out
+
+
+class GenreService:
+    """Consumes overviews, predicts genres in micro-batches and delivers results without loss.
+
+    Args:
+        kafka: connection settings.
+        settings: topics, batching, guarantee.
+        processor: the pure processing core.
+        metrics: metrics on an injected registry.
+        transactional_id: this instance's transactional id (exactly-once mode).
+        consumer_factory, producer_factory: client constructors (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: ServiceSettings,
+        processor: BatchProcessor,
+        metrics: ServiceMetrics,
+        transactional_id: str,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+    ) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.metrics = metrics
+        self._consumer = consumer_factory(settings.consumer_config(kafka))
+        self._producer = producer_factory(settings.producer_config(kafka, transactional_id))
+        self._batch = BatchBuilder(settings.batch_size, settings.batch_max_wait_ms / 1000)
+        self._stop = threading.Event()
+        self._assigned: set[TopicPartition] = set()
+        self._joined = False
+        self._delivery_errors: list[KafkaError] = []
+        self._failures = 0
+        self._timeout = settings.delivery_timeout_s + 5.0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Asks the loop to finish the current batch, commit and leave the group. Thread/signal safe."""
+        self._stop.set()
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: joined the group (with partitions, or idle because there are more replicas)."""
+        if self._stop.is_set():
+            return False, "stopping"
+        if not self._joined:
+            return False, "waiting for partition assignment"
+        return True, f"ready, {len(self._assigned)} partition(s) assigned"
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(self._assigned)
+
+    def run(self) -> None:
+        """Runs until `stop()`; raises `ServiceError` on persistent or fatal failure."""
+        s = self.settings
+        if s.exactly_once:
+            self._producer.init_transactions(self._timeout)
+        self._consumer.subscribe(
+            [s.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        logger.info(
+            "consuming %s -> %s (dead letters: %s), group %s, %s, batch %d / %d ms",
+            s.input_topic,
+            s.output_topic,
+            s.dead_letter_topic,
+            s.group_id,
+            s.processing_guarantee,
+            s.batch_size,
+            s.batch_max_wait_ms,
+        )
+        try:
+            while not self._stop.is_set():
+                self._poll_once()
+                if self._batch.is_due():
+                    self._handle(self._batch.drain())
+            if len(self._batch):
+                logger.info("stopping: finishing the last batch of %d record(s)", len(self._batch))
+                self._handle(self._batch.drain(), final=True)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            self._producer.flush(self._timeout)
+        finally:
+            # close() commits nothing (auto-commit is off) and leaves the group promptly.
+            self._consumer.close()
+            logger.info("consumer closed, left group %s", self.settings.group_id)
+
+    # -- polling ----------------------------------------------------------------------------------
+
+    def _poll_once(self) -> None:
+        timeout = min(1.0, self._batch.remaining_s()) if len(self._batch) else 1.0
+        messages = self._consumer.consume(num_messages=max(1, self._batch.room), timeout=timeout)
+        records = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._on_message_error(err)
+                continue
+            records.append(to_record(msg))
+        self.metrics.consumed.inc(len(records))
+        self._batch.add(records)
+        self._producer.poll(0)  # serve delivery callbacks
+
+    def _on_message_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise FatalKafkaError(f"fatal consumer error: {err}")
+        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            logger.warning("input topic not available yet: %s", err)
+        else:
+            logger.warning("consumer error: %s", err)
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    def _handle(self, records: list[InputRecord], final: bool = False) -> None:
+        """Processes and delivers one batch; on failure rewinds and backs off (or raises when persistent)."""
+        started = time.perf_counter()
+        result = self.processor.process(records)
+        offsets = next_offsets(records)
+        try:
+            if self.settings.exactly_once:
+                self._deliver_transaction(result, offsets)
+            else:
+                self._deliver_then_commit(result, offsets)
+        except DeliveryError as exc:
+            self._failures += 1
+            self.metrics.batches.labels(outcome="failed").inc()
+            self._rewind(first_offsets(records))
+            if final or self._failures > self.settings.max_retries:
+                raise ServiceError(f"giving up after {self._failures} failed batch deliveries: {exc}") from exc
+            backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
+            logger.warning("batch not delivered (%s); rewound, retry %d in %.1fs", exc, self._failures, backoff)
+            self.metrics.retries.inc()
+            self._stop.wait(backoff)
+            return
+        self._failures = 0
+        done = time.time()
+        self.metrics.batches.labels(outcome="committed").inc()
+        self.metrics.batch_size.observe(len(records))
+        result.timings["deliver"] = time.perf_counter() - started - sum(result.timings.values())
+        self.metrics.record_batch(result.predicted, result.dead_letters, result.timings)
+        for r in records:
+            if r.timestamp_ms is not None:
+                self.metrics.end_to_end_seconds.observe(max(0.0, done - r.timestamp_ms / 1000))
+        for d in result.dead_letters:
+            logger.warning("dead-lettered %s: %s (%s)", d.record.coordinates, d.reason.value, d.message[:200])
+
+    def _all_outputs(self, result: BatchResult) -> list[OutputRecord]:
+        dlq = [
+            d.to_output(self.settings.dead_letter_topic, SERVICE_NAME, self.processor.predictor.version)
+            for d in result.dead_letters
+        ]
+        return result.outputs + dlq
+
+    def _produce(self, out: OutputRecord) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    out.topic,
+                    value=out.value,
+                    key=out.key,
+                    headers=list(out.headers) or None,
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # Latched here, raised by the delivery step, so no commit can pass a failed record.
+        if err is not None:
+            self._delivery_errors.append(err)
+
+    def _deliver_transaction(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
+        """begin → produce outputs and dead letters → send offsets → commit, all or nothing."""
+        p = self._producer
+        self._delivery_errors.clear()
+        try:
+            p.begin_transaction()
+            for out in self._all_outputs(result):
+                self._produce(out)
+            p.send_offsets_to_transaction(
+                [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()],
+                self._consumer.consumer_group_metadata(),
+                self._timeout,
+            )
+            self._commit_transaction()
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}") from exc
+            self._abort()
+            raise TransactionError(f"transaction aborted: {err}") from exc
+
+    def _commit_transaction(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and time.monotonic() < deadline:
+                    logger.info("commit_transaction retriable error, retrying: %s", err)
+                    continue
+                raise
+
+    def _abort(self) -> None:
+        try:
+            self._producer.abort_transaction(self._timeout)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise FatalKafkaError(f"abort_transaction failed fatally: {err}") from exc
+            logger.warning("abort_transaction failed: %s", err)
+
+    def _deliver_then_commit(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
+        """At-least-once: produce, wait for every acknowledgement, then commit offsets."""
+        self._delivery_errors.clear()
+        for out in self._all_outputs(result):
+            self._produce(out)
+        remaining = self._producer.flush(self._timeout)
+        if remaining or self._delivery_errors:
+            first = self._delivery_errors[0] if self._delivery_errors else "timeout"
+            raise DeliveryError(f"{remaining} undelivered, {len(self._delivery_errors)} failed ({first})")
+        assigned = [tp for tp in offsets if tp in self._assigned]
+        if not assigned:
+            return
+        try:
+            self._consumer.commit(
+                offsets=[KafkaTopicPartition(tp.topic, tp.partition, offsets[tp]) for tp in assigned],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # Outputs are written; a lost commit means the next owner re-processes (duplicates, no loss).
+            logger.warning("offset commit failed after delivery (duplicates possible): %s", exc.args[0])
+
+    def _rewind(self, positions: dict[TopicPartition, int]) -> None:
+        for tp, offset in positions.items():
+            if tp not in self._assigned:
+                continue
+            try:
+                self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as exc:
+                logger.warning("rewind of %s to %d failed: %s", tp, offset, exc.args[0])
+
+    # -- rebalance callbacks (run inside consume()) ------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        added = {TopicPartition(p.topic, p.partition) for p in partitions}
+        self._assigned |= added
+        self._joined = True
+        self.metrics.rebalances.labels(event="assign").inc()
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        logger.info("assigned %s", ", ".join(sorted(map(str, added))) or "nothing")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        # Batches are processed and committed between polls, so only the unprocessed buffer can
+        # hold records of these partitions: drop them, their next owner reads them again.
+        self._forget(partitions, "revoke")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        self._forget(partitions, "lost")
+
+    def _forget(self, partitions: list[KafkaTopicPartition], event: str) -> None:
+        gone = {TopicPartition(p.topic, p.partition) for p in partitions}
+        dropped = self._batch.drop(gone)
+        self._assigned -= gone
+        self.metrics.rebalances.labels(event=event).inc()
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        logger.info("%s %s (%d buffered record(s) dropped)", event, ", ".join(sorted(map(str, gone))), dropped)

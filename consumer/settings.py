@@ -1,0 +1,225 @@
+"""Typed, frozen settings, one class per concern, read from an environment mapping at the entry point."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from model.embedder import Backend
+from model.predictor import DEFAULT_ARTIFACT
+
+LibrdkafkaConfig = dict[str, str | int | float | bool]
+
+
+class _MappingSource(EnvSettingsSource):
+    """The env source, reading a given mapping instead of `os.environ` (tests pass plain dicts)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _EnvSettings(BaseSettings):
+    """Base: constructed from keyword arguments, or from an explicit mapping via `from_env`."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Never read os.environ implicitly: only the entry point passes the environment in.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Self:
+        values = _MappingSource(cls, environ)()
+        return cls(**{**values, **overrides})
+
+
+class ProcessingGuarantee(StrEnum):
+    """How outputs and input offsets are tied together."""
+
+    EXACTLY_ONCE = "exactly_once"
+    """Outputs, dead letters and input offsets commit in one Kafka transaction (KIP-447);
+    downstream readers use isolation.level=read_committed and see each input's result once."""
+    AT_LEAST_ONCE = "at_least_once"
+    """Produce, wait for every acknowledgement, then commit offsets; a crash between the two
+    re-processes the batch (duplicates possible, never loss). Lower latency."""
+
+
+class OverlongPolicy(StrEnum):
+    """What to do with an overview longer than the configured limit."""
+
+    TRUNCATE = "truncate"
+    """Cut it to the limit and predict (the encoder truncates at 256 tokens anyway)."""
+    REJECT = "reject"
+    """Send it to the dead-letter topic with reason overview_too_long."""
+
+
+class KafkaSettings(_EnvSettings):
+    """Connection to the cluster (env prefix `KAFKA_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True, extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    client_id: str = Field(default_factory=lambda: f"genre-{socket.gethostname()}")
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra librdkafka options as JSON, applied last"
+    )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Self:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError("SASL needs KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        return self
+
+    def client_config(self) -> LibrdkafkaConfig:
+        """The librdkafka options every client shares; the one place they are built."""
+        config: LibrdkafkaConfig = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
+        config.update(self.extra)
+        return config
+
+
+class ServiceSettings(_EnvSettings):
+    """Topics, batching and delivery (env prefix `GENRE_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="GENRE_", frozen=True, extra="forbid")
+
+    input_topic: str = "overviews"
+    output_topic: str = "genres"
+    dlq_topic: str = Field(default="", description="dead-letter topic; empty means '<input_topic>.dlq'")
+    group_id: str = "genre-classifier"
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.EXACTLY_ONCE
+    transactional_id: str = Field(
+        default="", description="stable per replica so a restart fences its predecessor; empty derives one"
+    )
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=900_000)
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+    batch_max_wait_ms: int = Field(default=100, ge=0, le=60_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    max_value_bytes: int = Field(default=64 * 1024, ge=16)
+    max_overview_chars: int = Field(default=10_000, ge=1)
+    overlong_policy: OverlongPolicy = OverlongPolicy.TRUNCATE
+    delivery_timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=10, ge=0, description="consecutive failed batches before exiting")
+    metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables the HTTP server")
+    metrics_host: str = "0.0.0.0"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.input_topic}.dlq"
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+
+    @model_validator(mode="after")
+    def _topics_distinct(self) -> Self:
+        topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"input, output and dead-letter topics must differ, got {topics}")
+        if self.batch_max_wait_ms >= self.max_poll_interval_ms:
+            raise ValueError("GENRE_BATCH_MAX_WAIT_MS must be below GENRE_MAX_POLL_INTERVAL_MS")
+        return self
+
+    def consumer_config(self, kafka: KafkaSettings) -> LibrdkafkaConfig:
+        config = kafka.client_config()
+        config.update(
+            {
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "max.poll.interval.ms": self.max_poll_interval_ms,
+                "session.timeout.ms": self.session_timeout_ms,
+                "enable.partition.eof": False,
+            }
+        )
+        config.update(kafka.extra)
+        return config
+
+    def producer_config(self, kafka: KafkaSettings, transactional_id: str) -> LibrdkafkaConfig:
+        config = kafka.client_config()
+        config.update(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "delivery.timeout.ms": int(self.delivery_timeout_s * 1000),
+            }
+        )
+        if self.exactly_once:
+            config["transactional.id"] = transactional_id
+            config["transaction.timeout.ms"] = self.transaction_timeout_ms
+        config.update(kafka.extra)
+        return config
+
+
+class ModelSettings(_EnvSettings):
+    """Which model to serve and how to run it (env prefix `GENRE_MODEL_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="GENRE_MODEL_", frozen=True, extra="forbid", protected_namespaces=())
+
+    uri: str = Field(default=str(DEFAULT_ARTIFACT), description="artifact folder")
+    embedding_model: str = Field(default="", description="override the artifact's embedding model id/folder")
+    backend: Backend = Backend.AUTO
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    encode_batch_size: int = Field(default=32, ge=1, le=1024)
+
+
+class Settings(_EnvSettings):
+    """Everything the service reads, grouped by concern."""
+
+    kafka: KafkaSettings
+    service: ServiceSettings
+    model: ModelSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Self:
+        return cls(
+            kafka=KafkaSettings.from_env(environ),
+            service=ServiceSettings.from_env(environ),
+            model=ModelSettings.from_env(environ),
+            **overrides,
+        )

@@ -1,0 +1,1 @@
+"""Everything about the genre model: data, embedder, classifier head, artifact, training, evaluation."""

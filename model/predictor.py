@@ -1,0 +1,109 @@
+"""The one API the consumer uses: overview texts in, genres with scores out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.artifact import ModelArtifact, load_artifact
+from model.embedder import Backend, SentenceEmbedder
+from model.errors import ArtifactMismatchError, ArtifactNotFoundError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "default"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Genres chosen for one overview and the probability of every known genre."""
+
+    genres: tuple[str, ...]
+    scores: dict[str, float]
+
+
+class Predictor:
+    """Embeds texts and applies the artifact's head.
+
+    Args:
+        artifact: a verified model artifact.
+        embedder: an embedder for the artifact's embedding model (loaded here if needed).
+    """
+
+    def __init__(self, artifact: ModelArtifact, embedder: SentenceEmbedder) -> None:
+        self.artifact = artifact
+        self.embedder = embedder
+        if not embedder.is_loaded:
+            embedder.load()
+        expected, actual = artifact.embedding, embedder.ref_
+        if expected.dimension != actual.dimension or expected.revision != actual.revision:
+            raise ArtifactMismatchError(
+                f"model {artifact.name}@{artifact.version} was trained on {expected.model_id} "
+                f"(dim {expected.dimension}, {expected.revision}) but the embedder is {actual.model_id} "
+                f"(dim {actual.dimension}, {actual.revision})"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.artifact.name
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    @property
+    def backend(self) -> str:
+        return str(self.embedder.backend_)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.artifact.head.labels
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """One prediction per text, in order."""
+        vectors = self.embedder.transform(texts)
+        return self.predict_embeddings(vectors)
+
+    def predict_embeddings(self, vectors: np.ndarray) -> list[Prediction]:
+        head = self.artifact.head
+        proba = head.predict_proba(vectors)
+        chosen = head.decide(proba)
+        out = []
+        for row, picks in zip(proba, chosen, strict=True):
+            scores = {label: round(float(p), 4) for label, p in zip(head.labels, row, strict=True)}
+            genres = tuple(label for label, pick in zip(head.labels, picks, strict=True) if pick)
+            out.append(Prediction(genres, scores))
+        return out
+
+
+def load_predictor(
+    uri: str | Path = DEFAULT_ARTIFACT,
+    *,
+    embedding_model: str | None = None,
+    backend: Backend | str = Backend.AUTO,
+    device: str = "auto",
+    batch_size: int = 32,
+) -> Predictor:
+    """Loads a predictor from an artifact folder.
+
+    Args:
+        uri: artifact folder.
+        embedding_model: overrides the artifact's embedding model id/path (e.g. a local copy).
+        backend: embedding backend, see `Backend`.
+        device: `cpu`, `cuda` or `auto`.
+        batch_size: encoder forward-pass size.
+    """
+    location = Path(uri)
+    if not location.exists():
+        raise ArtifactNotFoundError(f"model location {uri} does not exist")
+    artifact = load_artifact(location)
+    embedder = SentenceEmbedder(
+        embedding_model or artifact.embedding.model_id, backend=backend, device=device, batch_size=batch_size
+    )
+    predictor = Predictor(artifact, embedder)
+    logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)
+    return predictor

@@ -1,0 +1,1 @@
+"""Operator tools: send overviews, tail predictions, audit delivery, manage topics."""

@@ -1,0 +1,172 @@
+"""`genre-produce`: send overviews, tail predictions, audit delivery, create topics."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import ValidationError
+
+from consumer.settings import KafkaSettings
+from producer_tools import clients, inputs
+from producer_tools.audit import audit
+from producer_tools.errors import ToolError
+from producer_tools.send import Record, encode, send
+from producer_tools.tail import format_prediction, read_predictions
+from producer_tools.topics import create_topics
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genre-produce",
+        description="Operator tools for the genre classifier. Kafka connection from KAFKA_* variables "
+        "(KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, ...) or --bootstrap-servers.",
+    )
+    parser.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "send",
+        help="send overviews to the input topic",
+        description="Send overviews from arguments, stdin ('-' or piped), or a CSV/JSONL file.",
+        epilog="Examples:\n  genre-produce send 'A boy wizard goes to school.'\n"
+        "  genre-produce send --file ../shared/data/movies_overviews.csv --limit 100 --rate 20\n"
+        '  echo \'{"id": "7", "overview": "Two cops chase a killer."}\' | genre-produce send -',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("texts", nargs="*", help="overview texts; '-' reads stdin (one text or JSON object per line)")
+    p.add_argument("--file", type=Path, help=".csv (overview column, optional id/title) or .jsonl")
+    p.add_argument("--topic", default=os.environ.get("GENRE_INPUT_TOPIC", "overviews"))
+    p.add_argument("--limit", type=int, help="send at most N messages")
+    p.add_argument("--rate", type=float, help="messages per second at most")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--raw", action="store_true", help="send each stdin line's bytes unchanged (bad-input tests)")
+
+    p = sub.add_parser("tail", help="print predictions from the output topic")
+    p.add_argument("--topic", default=os.environ.get("GENRE_OUTPUT_TOPIC", "genres"))
+    p.add_argument("--from-beginning", action="store_true", help="start at the earliest offset, not the end")
+    p.add_argument("--max", type=int, dest="max_messages", help="stop after N predictions")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds without a new prediction")
+    p.add_argument("--json", action="store_true", help="print each prediction as JSON")
+
+    p = sub.add_parser(
+        "audit",
+        help="reconcile inputs with outputs and dead letters",
+        description="Read every committed record of the topics (read_committed) and report inputs, outputs, "
+        "dead letters, missing and duplicated input offsets. Exit 1 when anything is missing.",
+    )
+    p.add_argument("--input-topic", default="overviews")
+    p.add_argument("--output-topic", default="genres")
+    p.add_argument("--dlq-topic", help="dead-letter topic to count as handled (default: none)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to read each topic to its end")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("create-topics", help="create the input, output and dead-letter topics if missing")
+    p.add_argument("topics", nargs="*", help="default: $GENRE_INPUT_TOPIC, $GENRE_OUTPUT_TOPIC and <input>.dlq")
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--replication-factor", type=int, default=-1, help="-1: the broker's default")
+    return parser
+
+
+def _records(args: argparse.Namespace, stdin: BinaryIO) -> list[Record]:
+    if args.file and args.texts:
+        raise ToolError("give texts or --file, not both")
+    from_stdin = args.texts == ["-"] or (not args.texts and not args.file and not sys.stdin.isatty())
+    if args.raw and not from_stdin:
+        raise ToolError("--raw sends stdin lines; give '-' or pipe input")
+    source: Iterator[Record]
+    if args.raw:
+        source = ((None, line) for line in inputs.raw_lines(stdin))
+    elif args.file:
+        source = map(encode, inputs.from_file(args.file))
+    elif from_stdin:
+        source = map(encode, inputs.from_lines(stdin))
+    elif args.texts:
+        source = map(encode, inputs.from_texts(args.texts))
+    else:
+        raise ToolError("nothing to send: give texts, '-' for stdin, or --file")
+    return list(itertools.islice(source, args.limit))
+
+
+def _send(kafka: KafkaSettings, args: argparse.Namespace) -> int:
+    messages = _records(args, sys.stdin.buffer)
+    report = send(
+        clients.producer(kafka),
+        args.topic,
+        messages,
+        rate=args.rate,
+        total=len(messages),
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    print(f"delivered {report.delivered} of {report.attempted} to {args.topic}")
+    if report.failed:
+        print(f"genre-produce: {report.failed} not delivered: {report.first_error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _tail(kafka: KafkaSettings, args: argparse.Namespace) -> int:
+    reader = clients.reader(kafka, from_beginning=args.from_beginning)
+    for p in read_predictions(reader, args.topic, max_messages=args.max_messages, idle_timeout_s=args.timeout):
+        print(format_prediction(p, args.json), flush=True)
+    return EXIT_OK
+
+
+def _audit(kafka: KafkaSettings, args: argparse.Namespace) -> int:
+    report = audit(
+        clients.reader(kafka, from_beginning=True), args.input_topic, args.output_topic, args.dlq_topic, args.timeout
+    )
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(
+            f"inputs {report.inputs}  outputs {report.outputs}  dead letters {report.dead_letters}  "
+            f"missing {report.missing}  duplicated {report.duplicated}  complete {report.complete}"
+        )
+    return EXIT_FAILED if report.missing or not report.complete else EXIT_OK
+
+
+def _create_topics(kafka: KafkaSettings, args: argparse.Namespace) -> int:
+    names = args.topics
+    if not names:
+        source = os.environ.get("GENRE_INPUT_TOPIC", "overviews")
+        names = [
+            source,
+            os.environ.get("GENRE_OUTPUT_TOPIC", "genres"),
+            os.environ.get("GENRE_DLQ_TOPIC") or f"{source}.dlq",
+        ]
+    created = create_topics(clients.admin(kafka), names, args.partitions, args.replication_factor)
+    print(f"created: {', '.join(created) or 'none'}; present: {', '.join(names)}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ if environ is None else environ)
+    if args.bootstrap_servers:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = args.bootstrap_servers
+    try:
+        kafka = KafkaSettings.from_env(env)
+    except ValidationError as exc:
+        print(f"genre-produce: invalid Kafka settings: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    commands = {"send": _send, "tail": _tail, "audit": _audit, "create-topics": _create_topics}
+    try:
+        return commands[args.command](kafka, args)
+    except ToolError as exc:
+        print(f"genre-produce: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Sending overview messages to the input topic, optionally rate limited, with delivery accounting."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, Message, Producer
+from tqdm import tqdm
+
+from producer_tools.inputs import Message as Overview
+
+Record = tuple[bytes | None, bytes]
+
+
+def encode(message: Overview) -> Record:
+    """JSON value, key = the message's id when it has one."""
+    key = message.get("id")
+    return (str(key).encode() if key else None), json.dumps(message, ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class SendReport:
+    attempted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    first_error: str = ""
+
+
+def send(
+    producer: Producer,
+    topic: str,
+    records: Iterable[Record],
+    *,
+    rate: float | None = None,
+    total: int | None = None,
+    progress: bool = True,
+    flush_timeout_s: float = 60.0,
+) -> SendReport:
+    """Produces (key, value) records and waits for every acknowledgement.
+
+    Args:
+        rate: messages per second at most (None: as fast as possible).
+        total: expected count, for the progress bar.
+    """
+    report = SendReport()
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            report.delivered += 1
+        else:
+            report.failed += 1
+            report.first_error = report.first_error or str(err)
+
+    started = time.monotonic()
+    bar = tqdm(total=total, unit="msg", desc="sending", disable=not progress)
+    for i, (key, value) in enumerate(records):
+        if rate:
+            # Absolute schedule: a slow iteration does not push every later send back.
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        report.attempted += 1
+        producer.poll(0)
+        bar.update(1)
+    producer.flush(flush_timeout_s)
+    bar.close()
+    report.failed += report.attempted - report.delivered - report.failed
+    return report

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from consumer.__main__ import EXIT_CONFIG
+from consumer.__main__ import main as consumer_main
+from model.evaluate import build_parser as eval_parser
+from model.train import build_parser as train_parser
+from producer_tools import inputs
+from producer_tools.cli import build_parser, main
+from producer_tools.errors import InputFileError
+from producer_tools.send import encode
+
+
+def test_produce_help_teaches_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("send", "tail", "audit", "create-topics"):
+        assert command in out
+
+
+def test_unknown_command_and_bad_numbers_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["explode"], ["send", "--rate", "fast", "x"], ["tail", "--max", "ten"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+
+
+def test_send_texts_and_file_together_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "x.csv"
+    f.write_text("overview\nhello\n")
+    assert main(["--bootstrap-servers", "127.0.0.1:1", "send", "--file", str(f), "text"], environ={}) == 1
+    assert "not both" in capsys.readouterr().err
+
+
+def test_send_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "--file", "/nonexistent/file.csv"], environ={}) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("genre-produce: ") and "no such file" in err and err.count("\n") == 1
+
+
+def test_invalid_kafka_environment_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tail"], environ={"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}) == 2
+    assert "SASL" in capsys.readouterr().err
+
+
+def test_parser_defaults() -> None:
+    args = build_parser().parse_args(["audit", "--dlq-topic", "d"])
+    assert (args.input_topic, args.output_topic, args.dlq_topic, args.json) == ("overviews", "genres", "d", False)
+
+
+def test_csv_jsonl_and_lines_readers(tmp_path: Path) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text('id,title,overview,genres\n1,"A, B","Text one",Drama\n,,"Text two",\n')
+    assert list(inputs.from_file(csv)) == [
+        {"id": "1", "title": "A, B", "overview": "Text one"},
+        {"overview": "Text two"},
+    ]
+    jl = tmp_path / "m.jsonl"
+    jl.write_text('{"id": "9", "overview": "x"}\n\n{"overview": "y"}\n')
+    assert [m["overview"] for m in inputs.from_file(jl)] == ["x", "y"]
+    lines = io.BytesIO(b'plain text\n{"overview": "json", "id": "3"}\n\n')
+    assert list(inputs.from_lines(lines)) == [{"overview": "plain text"}, {"overview": "json", "id": "3"}]
+    assert list(inputs.raw_lines(io.BytesIO(b"\xff\xfe\n\nok\n"))) == [b"\xff\xfe", b"ok"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [("a.csv", "title\nx\n", "no 'overview' column"), ("a.jsonl", "{bad\n", "invalid JSON"), ("a.txt", "x", "unknown")],
+)
+def test_reader_errors_name_the_file(tmp_path: Path, name: str, content: str, fragment: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(InputFileError, match=fragment):
+        list(inputs.from_file(path))
+
+
+def test_non_utf8_stdin_line_is_refused_with_a_hint() -> None:
+    with pytest.raises(InputFileError, match="--raw"):
+        list(inputs.from_lines(io.BytesIO(b"ok\n\xff\n")))
+
+
+def test_encode_uses_id_as_key() -> None:
+    key, value = encode({"id": "42", "overview": "Ünïcode"})
+    assert key == b"42" and json.loads(value) == {"id": "42", "overview": "Ünïcode"}
+    assert encode({"overview": "x"})[0] is None
+
+
+def test_consumer_refuses_invalid_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert consumer_main([], environ={"GENRE_BATCH_SIZE": "0"}) == EXIT_CONFIG
+    assert "batch_size" in capsys.readouterr().err
+
+
+def test_train_and_eval_parsers() -> None:
+    args = train_parser().parse_args(["--data", "d.csv", "--out", "o", "--limit", "10", "--backend", "fp32"])
+    assert (args.limit, args.backend, args.folds) == (10, "fp32", 3)
+    with pytest.raises(SystemExit):
+        train_parser().parse_args(["--out", "o"])  # --data is required
+    assert eval_parser().parse_args(["--data", "d.csv", "--json"]).json
