@@ -83,8 +83,10 @@ class GenreService:
         self.settings = settings
         self.processor = processor
         self.metrics = metrics
-        self._consumer = consumer_factory(settings.consumer_config(kafka))
+        # Producer first: its config is the one librdkafka may refuse, and a refused consumer
+        # would otherwise be left behind reconnecting.
         self._producer = producer_factory(settings.producer_config(kafka, transactional_id))
+        self._consumer = consumer_factory(settings.consumer_config(kafka))
         self._batch = BatchBuilder(settings.batch_size, settings.batch_max_wait_ms / 1000)
         self._stop = threading.Event()
         self._assigned: set[TopicPartition] = set()

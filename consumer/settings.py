@@ -192,6 +192,8 @@ class ServiceSettings(_EnvSettings):
         if self.exactly_once:
             config["transactional.id"] = transactional_id
             config["transaction.timeout.ms"] = self.transaction_timeout_ms
+            # librdkafka refuses a message timeout longer than the transaction timeout.
+            config["delivery.timeout.ms"] = min(int(self.delivery_timeout_s * 1000), self.transaction_timeout_ms)
         config.update(kafka.extra)
         return config
 

@@ -1,0 +1,149 @@
+"""Integration fixtures: real broker, shared predictor, per-test topics, a service running in a thread."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from prometheus_client import CollectorRegistry
+
+from consumer.decoding import DecodeLimits
+from consumer.metrics import ServiceMetrics
+from consumer.processing import BatchProcessor
+from consumer.service import GenreService
+from consumer.settings import KafkaSettings, ServiceSettings
+from model.predictor import Predictor, load_predictor
+from producer_tools import clients
+from producer_tools.audit import AuditReport, audit
+from producer_tools.topics import create_topics
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    output: str
+    dlq: str
+    group: str
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=kafka_bootstrap, client_id="genre-tests")
+
+
+@pytest.fixture(scope="session")
+def predictor() -> Predictor:
+    return load_predictor()
+
+
+@pytest.fixture
+def make_topics(kafka: KafkaSettings, unique_name: Callable[[str], str]) -> Callable[..., Topics]:
+    def make(partitions: int = 3) -> Topics:
+        base = unique_name("it")
+        t = Topics(f"{base}.overviews", f"{base}.genres", f"{base}.overviews.dlq", f"{base}-group")
+        create_topics(clients.admin(kafka), [t.input, t.output, t.dlq], partitions, 1)
+        return t
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def real_overviews(overviews_csv: Path) -> pd.DataFrame:
+    frame = pd.read_csv(overviews_csv, dtype=str, keep_default_na=False)
+    return frame[frame["overview"].str.len() > 20].reset_index(drop=True)
+
+
+def produce(kafka: KafkaSettings, topic: str, values: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+    """Produces (key, value) pairs and fails the test unless every one is acknowledged."""
+    producer = Producer({**kafka.client_config(), "enable.idempotence": True, "linger.ms": 20})
+    errors: list[Any] = []
+    for key, value in values:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=lambda e, m: e and errors.append(e))
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0 and not errors, errors
+
+
+def overview_records(frame: pd.DataFrame) -> list[tuple[bytes | None, bytes | None]]:
+    return [
+        (str(r.id).encode() or None, json.dumps({"id": r.id, "title": r.title, "overview": r.overview}).encode())
+        for r in frame.itertuples()
+    ]
+
+
+def service_settings(t: Topics, **changes: Any) -> ServiceSettings:
+    values: dict[str, Any] = {
+        "input_topic": t.input,
+        "output_topic": t.output,
+        "dlq_topic": t.dlq,
+        "group_id": t.group,
+        "batch_size": 32,
+        "batch_max_wait_ms": 50,
+        "metrics_port": 0,
+        "transaction_timeout_ms": 10_000,
+        "session_timeout_ms": 10_000,
+    }
+    values.update(changes)
+    return ServiceSettings(**values)
+
+
+@contextmanager
+def running_service(
+    kafka: KafkaSettings, settings: ServiceSettings, predictor: Predictor, name: str = "svc"
+) -> Iterator[GenreService]:
+    """Runs a service in a thread; on exit stops it, joins, and re-raises anything it raised."""
+    processor = BatchProcessor(predictor, settings.output_topic, DecodeLimits(settings.max_value_bytes, settings.max_overview_chars, settings.overlong_policy))
+    service = GenreService(kafka, settings, processor, ServiceMetrics(CollectorRegistry()), f"{settings.group_id}-{name}")
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(120)
+        assert not thread.is_alive(), "service did not stop within 120 s"
+    if failure:
+        raise failure[0]
+
+
+def wait_for(kafka: KafkaSettings, t: Topics, handled: int, timeout_s: float = 240.0) -> AuditReport:
+    """Audits until outputs + dead letters cover `handled` inputs (or the timeout), returns the last audit."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = audit(clients.reader(kafka, from_beginning=True), t.input, t.output, t.dlq, timeout_s=30)
+        if report.inputs - report.missing >= handled or time.monotonic() > deadline:
+            return report
+        time.sleep(1.0)
+
+
+def committed_offsets(kafka: KafkaSettings, t: Topics, partitions: int) -> tuple[list[int], list[int]]:
+    """(committed offsets of the group, end offsets) per partition of the input topic."""
+    c = Consumer({**kafka.client_config(), "group.id": t.group, "enable.auto.commit": False})
+    try:
+        tps = [KafkaTopicPartition(t.input, p) for p in range(partitions)]
+        committed = [tp.offset for tp in c.committed(tps, timeout=30)]
+        ends = [c.get_watermark_offsets(tp, timeout=30)[1] for tp in tps]
+        return committed, ends
+    finally:
+        c.close()

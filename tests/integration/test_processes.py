@@ -1,0 +1,184 @@
+"""Real processes: two replicas sharing partitions, SIGTERM handling, the CLI tools and the demo script."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from consumer.settings import KafkaSettings
+from tests.conftest import ROOT
+from tests.integration.conftest import Topics, committed_offsets, overview_records, produce, wait_for
+
+BIN = Path(sys.executable).parent
+
+
+def consumer_env(kafka: KafkaSettings, t: Topics, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "GENRE_INPUT_TOPIC": t.input,
+        "GENRE_OUTPUT_TOPIC": t.output,
+        "GENRE_DLQ_TOPIC": t.dlq,
+        "GENRE_GROUP_ID": t.group,
+        "GENRE_METRICS_PORT": "0",
+        "GENRE_BATCH_MAX_WAIT_MS": "50",
+        "GENRE_SESSION_TIMEOUT_MS": "10000",
+        "GENRE_TRANSACTION_TIMEOUT_MS": "15000",
+        "HF_HUB_OFFLINE": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([str(BIN / "genre-consumer")], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for_log(log: Path, pattern: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if re.search(pattern, log.read_text(errors="replace")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} not in {log} after {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def assigned_partitions(log: Path) -> set[str]:
+    """Partitions a replica holds at the end, from its assign/revoke log lines."""
+    held: set[str] = set()
+    for line in log.read_text(errors="replace").splitlines():
+        m = re.search(r"consumer.service: (assigned|revoke|lost) (.*?)(?: \(\d+ buffered.*)?$", line)
+        if m and m.group(2) != "nothing":
+            parts = set(m.group(2).split(", "))
+            held = held | parts if m.group(1) == "assigned" else held - parts
+    return held
+
+
+@pytest.mark.timeout(400)
+def test_two_replicas_share_six_partitions_and_miss_nothing(
+    kafka: KafkaSettings, make_topics: Callable[..., Topics], real_overviews: pd.DataFrame, tmp_path: Path
+) -> None:
+    t = make_topics(partitions=6)
+    logs = [tmp_path / "replica-1.log", tmp_path / "replica-2.log"]
+    procs = [
+        start_consumer(consumer_env(kafka, t, GENRE_TRANSACTIONAL_ID=f"{t.group}-{i}"), log)
+        for i, log in enumerate(logs)
+    ]
+    try:
+        for log in logs:
+            wait_for_log(log, r"assigned .*\[\d\]")
+        # Both hold partitions before the load starts, so the work is shared.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(len(assigned_partitions(log)) == 3 for log in logs):
+            time.sleep(0.5)
+        shares = [assigned_partitions(log) for log in logs]
+        assert [len(s) for s in shares] == [3, 3] and not shares[0] & shares[1], shares
+        produce(kafka, t.input, overview_records(real_overviews.iloc[5000:6200]))
+        report = wait_for(kafka, t, 1200, timeout_s=300)
+    finally:
+        codes = [stop(p) for p in procs]
+    print(f"\naudit two replicas: {json.dumps(report.to_dict())}")
+    assert codes == [0, 0]
+    assert report.inputs == 1200 and report.missing == 0
+    assert report.duplicated == 0  # exactly-once mode; printed above either way
+    committed, ends = committed_offsets(kafka, t, 6)
+    assert committed == ends
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_finishes_commits_and_leaves_the_group(
+    kafka: KafkaSettings, make_topics: Callable[..., Topics], real_overviews: pd.DataFrame, tmp_path: Path
+) -> None:
+    t = make_topics(partitions=2)
+    log = tmp_path / "consumer.log"
+    proc = start_consumer(consumer_env(kafka, t, GENRE_PROCESSING_GUARANTEE="at_least_once"), log)
+    try:
+        wait_for_log(log, r"assigned .*\[\d\]")
+        produce(kafka, t.input, overview_records(real_overviews.iloc[7000:7300]))
+        wait_for_log(log, r"INFO consumer.service", 5)
+        time.sleep(0.5)  # mid-stream
+    finally:
+        code = stop(proc)
+    text = log.read_text()
+    assert code == 0 and "signal SIGTERM" in text and "left group" in text and "stopped cleanly" in text
+    committed, ends = committed_offsets(kafka, t, 2)
+    # Whatever was committed was delivered; a restart processes the rest.
+    report = wait_for(kafka, t, 0, timeout_s=5)
+    assert report.inputs - report.missing >= sum(max(c, 0) for c in committed)
+    proc = start_consumer(consumer_env(kafka, t, GENRE_PROCESSING_GUARANTEE="at_least_once"), log)
+    try:
+        report = wait_for(kafka, t, 300)
+    finally:
+        assert stop(proc) == 0
+    assert report.missing == 0 and report.inputs == 300
+    assert committed_offsets(kafka, t, 2)[0] == ends
+
+
+@pytest.mark.timeout(300)
+def test_cli_send_tail_and_audit(
+    kafka: KafkaSettings, make_topics: Callable[..., Topics], tmp_path: Path
+) -> None:
+    t = make_topics(partitions=1)
+    env = consumer_env(kafka, t)
+    cli = str(BIN / "genre-produce")
+    sent = subprocess.run(
+        [cli, "send", "--topic", t.input, "--no-progress", "--rate", "50",
+         "A spy must stop a nuclear plot in Berlin.", "A shy girl befriends a dragon."],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "delivered 2 of 2" in sent.stdout
+    piped = subprocess.run(
+        [cli, "send", "--topic", t.input, "-"], input='{"id": "x1", "overview": "Zombies overrun a mall."}\n',
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "delivered 1 of 1" in piped.stdout
+    log = tmp_path / "c.log"
+    proc = start_consumer(env, log)
+    try:
+        tail = subprocess.run(
+            [cli, "tail", "--topic", t.output, "--from-beginning", "--max", "3", "--timeout", "120", "--json"],
+            env=env, capture_output=True, text=True, timeout=180, check=True,
+        )
+    finally:
+        assert stop(proc) == 0
+    predictions = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert len(predictions) == 3 and {p["source"]["offset"] for p in predictions} == {0, 1, 2}
+    assert any(p["id"] == "x1" for p in predictions) and all(p["genres"] for p in predictions)
+    audit = subprocess.run(
+        [cli, "audit", "--input-topic", t.input, "--output-topic", t.output, "--dlq-topic", t.dlq, "--json"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert audit.returncode == 0, audit.stderr
+    assert json.loads(audit.stdout)["missing"] == 0
+
+
+@pytest.mark.timeout(400)
+def test_demo_script_prints_predictions(kafka: KafkaSettings, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DEMO_STATE_DIR": str(tmp_path), "VENV": str(BIN.parent)})
+    demo = subprocess.run([str(ROOT / "scripts" / "demo")], env=env, capture_output=True, text=True, timeout=360, check=False)
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
+    samples = [json.loads(line) for line in (ROOT / "data" / "sample_overviews.jsonl").read_text().splitlines()]
+    for sample in samples:
+        assert re.search(rf"^{sample['id']} \(.*\) -> \w", demo.stdout, re.M), demo.stdout
+    assert f"inputs {len(samples) + 1}  outputs {len(samples)}  dead letters 1  missing 0  duplicated 0" in demo.stdout
