@@ -28,7 +28,9 @@ def _docker_engine_answers() -> bool:
     """docker.from_env().ping(), in a child process: the client leaks its socket when no engine answers."""
     probe = "import docker, sys; sys.exit(0 if docker.from_env(timeout=3).ping() else 1)"
     try:
-        return subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=20, check=False).returncode == 0
+        return (
+            subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=20, check=False).returncode == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 

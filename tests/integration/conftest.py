@@ -105,8 +105,14 @@ def running_service(
     kafka: KafkaSettings, settings: ServiceSettings, predictor: Predictor, name: str = "svc"
 ) -> Iterator[GenreService]:
     """Runs a service in a thread; on exit stops it, joins, and re-raises anything it raised."""
-    processor = BatchProcessor(predictor, settings.output_topic, DecodeLimits(settings.max_value_bytes, settings.max_overview_chars, settings.overlong_policy))
-    service = GenreService(kafka, settings, processor, ServiceMetrics(CollectorRegistry()), f"{settings.group_id}-{name}")
+    processor = BatchProcessor(
+        predictor,
+        settings.output_topic,
+        DecodeLimits(settings.max_value_bytes, settings.max_overview_chars, settings.overlong_policy),
+    )
+    service = GenreService(
+        kafka, settings, processor, ServiceMetrics(CollectorRegistry()), f"{settings.group_id}-{name}"
+    )
     failure: list[BaseException] = []
 
     def target() -> None:

@@ -24,10 +24,15 @@ from tests.integration.conftest import (
 
 
 def read_outputs(kafka: KafkaSettings, topic: str, expected: int) -> list[GenrePrediction]:
-    c = Consumer({
-        **kafka.client_config(), "group.id": f"reader-{topic}", "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed", "enable.auto.commit": False,
-    })
+    c = Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": f"reader-{topic}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
     c.subscribe([topic])
     out: list[GenrePrediction] = []
     idle = 0
@@ -42,8 +47,11 @@ def read_outputs(kafka: KafkaSettings, topic: str, expected: int) -> list[GenreP
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("guarantee", list(ProcessingGuarantee))
 def test_500_overviews_in_500_predictions_out(
-    kafka: KafkaSettings, make_topics: Callable[..., Topics], predictor: Predictor,
-    real_overviews: pd.DataFrame, guarantee: ProcessingGuarantee,
+    kafka: KafkaSettings,
+    make_topics: Callable[..., Topics],
+    predictor: Predictor,
+    real_overviews: pd.DataFrame,
+    guarantee: ProcessingGuarantee,
 ) -> None:
     t = make_topics(partitions=3)
     rows = real_overviews.sample(500, random_state=1)

@@ -24,18 +24,20 @@ BIN = Path(sys.executable).parent
 
 def consumer_env(kafka: KafkaSettings, t: Topics, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "GENRE_INPUT_TOPIC": t.input,
-        "GENRE_OUTPUT_TOPIC": t.output,
-        "GENRE_DLQ_TOPIC": t.dlq,
-        "GENRE_GROUP_ID": t.group,
-        "GENRE_METRICS_PORT": "0",
-        "GENRE_BATCH_MAX_WAIT_MS": "50",
-        "GENRE_SESSION_TIMEOUT_MS": "10000",
-        "GENRE_TRANSACTION_TIMEOUT_MS": "15000",
-        "HF_HUB_OFFLINE": "1",
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "GENRE_INPUT_TOPIC": t.input,
+            "GENRE_OUTPUT_TOPIC": t.output,
+            "GENRE_DLQ_TOPIC": t.dlq,
+            "GENRE_GROUP_ID": t.group,
+            "GENRE_METRICS_PORT": "0",
+            "GENRE_BATCH_MAX_WAIT_MS": "50",
+            "GENRE_SESSION_TIMEOUT_MS": "10000",
+            "GENRE_TRANSACTION_TIMEOUT_MS": "15000",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -135,21 +137,37 @@ def test_sigterm_finishes_commits_and_leaves_the_group(
 
 
 @pytest.mark.timeout(300)
-def test_cli_send_tail_and_audit(
-    kafka: KafkaSettings, make_topics: Callable[..., Topics], tmp_path: Path
-) -> None:
+def test_cli_send_tail_and_audit(kafka: KafkaSettings, make_topics: Callable[..., Topics], tmp_path: Path) -> None:
     t = make_topics(partitions=1)
     env = consumer_env(kafka, t)
     cli = str(BIN / "genre-produce")
     sent = subprocess.run(
-        [cli, "send", "--topic", t.input, "--no-progress", "--rate", "50",
-         "A spy must stop a nuclear plot in Berlin.", "A shy girl befriends a dragon."],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
+        [
+            cli,
+            "send",
+            "--topic",
+            t.input,
+            "--no-progress",
+            "--rate",
+            "50",
+            "A spy must stop a nuclear plot in Berlin.",
+            "A shy girl befriends a dragon.",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "delivered 2 of 2" in sent.stdout
     piped = subprocess.run(
-        [cli, "send", "--topic", t.input, "-"], input='{"id": "x1", "overview": "Zombies overrun a mall."}\n',
-        env=env, capture_output=True, text=True, timeout=60, check=True,
+        [cli, "send", "--topic", t.input, "-"],
+        input='{"id": "x1", "overview": "Zombies overrun a mall."}\n',
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "delivered 1 of 1" in piped.stdout
     log = tmp_path / "c.log"
@@ -157,7 +175,11 @@ def test_cli_send_tail_and_audit(
     try:
         tail = subprocess.run(
             [cli, "tail", "--topic", t.output, "--from-beginning", "--max", "3", "--timeout", "120", "--json"],
-            env=env, capture_output=True, text=True, timeout=180, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
         )
     finally:
         assert stop(proc) == 0
@@ -166,7 +188,11 @@ def test_cli_send_tail_and_audit(
     assert any(p["id"] == "x1" for p in predictions) and all(p["genres"] for p in predictions)
     audit = subprocess.run(
         [cli, "audit", "--input-topic", t.input, "--output-topic", t.output, "--dlq-topic", t.dlq, "--json"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert audit.returncode == 0, audit.stderr
     assert json.loads(audit.stdout)["missing"] == 0
@@ -175,8 +201,12 @@ def test_cli_send_tail_and_audit(
 @pytest.mark.timeout(400)
 def test_demo_script_prints_predictions(kafka: KafkaSettings, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
-    env.update({"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DEMO_STATE_DIR": str(tmp_path), "VENV": str(BIN.parent)})
-    demo = subprocess.run([str(ROOT / "scripts" / "demo")], env=env, capture_output=True, text=True, timeout=360, check=False)
+    env.update(
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DEMO_STATE_DIR": str(tmp_path), "VENV": str(BIN.parent)}
+    )
+    demo = subprocess.run(
+        [str(ROOT / "scripts" / "demo")], env=env, capture_output=True, text=True, timeout=360, check=False
+    )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
     samples = [json.loads(line) for line in (ROOT / "data" / "sample_overviews.jsonl").read_text().splitlines()]
     for sample in samples:
