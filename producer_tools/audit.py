@@ -54,14 +54,12 @@ def read_topic(consumer: Consumer, topic: str, timeout_s: float) -> tuple[list[M
     deadline = time.monotonic() + timeout_s
     try:
         while pending and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                raise KafkaToolError(f"reading {topic}: {err}")
-            if err is None:
-                out.append(msg)
+            for msg in consumer.consume(1000, 0.5):
+                err = msg.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaToolError(f"reading {topic}: {err}")
+                if err is None:
+                    out.append(msg)
             # Transaction markers take offsets too, so compare the position, not the last record.
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset >= ends[tp.partition]:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,51 +15,22 @@ import pytest
 from consumer.settings import KafkaSettings
 from tests.conftest import ROOT
 from tests.integration.conftest import Topics, committed_offsets, overview_records, produce, wait_for
-
-BIN = Path(sys.executable).parent
+from tests.processes import BIN, clean_env, start_consumer, stop, wait_for_log
 
 
 def consumer_env(kafka: KafkaSettings, t: Topics, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "GENRE_INPUT_TOPIC": t.input,
-            "GENRE_OUTPUT_TOPIC": t.output,
-            "GENRE_DLQ_TOPIC": t.dlq,
-            "GENRE_GROUP_ID": t.group,
-            "GENRE_METRICS_PORT": "0",
-            "GENRE_BATCH_MAX_WAIT_MS": "50",
-            "GENRE_SESSION_TIMEOUT_MS": "10000",
-            "GENRE_TRANSACTION_TIMEOUT_MS": "15000",
-            "HF_HUB_OFFLINE": "1",
-        }
+    return clean_env(
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        GENRE_INPUT_TOPIC=t.input,
+        GENRE_OUTPUT_TOPIC=t.output,
+        GENRE_DLQ_TOPIC=t.dlq,
+        GENRE_GROUP_ID=t.group,
+        GENRE_METRICS_PORT="0",
+        GENRE_BATCH_MAX_WAIT_MS="50",
+        GENRE_SESSION_TIMEOUT_MS="10000",
+        GENRE_TRANSACTION_TIMEOUT_MS="15000",
+        **extra,
     )
-    env.update(extra)
-    return env
-
-
-def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen([str(BIN / "genre-consumer")], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_for_log(log: Path, pattern: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if re.search(pattern, log.read_text(errors="replace")):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{pattern!r} not in {log} after {timeout_s}s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
 
 
 def assigned_partitions(log: Path) -> set[str]:
@@ -200,10 +168,7 @@ def test_cli_send_tail_and_audit(kafka: KafkaSettings, make_topics: Callable[...
 
 @pytest.mark.timeout(400)
 def test_demo_script_prints_predictions(kafka: KafkaSettings, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
-    env.update(
-        {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DEMO_STATE_DIR": str(tmp_path), "VENV": str(BIN.parent)}
-    )
+    env = clean_env(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers, DEMO_STATE_DIR=str(tmp_path), VENV=str(BIN.parent))
     demo = subprocess.run(
         [str(ROOT / "scripts" / "demo")], env=env, capture_output=True, text=True, timeout=360, check=False
     )

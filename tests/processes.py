@@ -1,0 +1,89 @@
+"""Helpers for tests that run `genre-consumer` as real processes and Kafka via scripts/kafka-local."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The test process's environment without any GENRE_/KAFKA_ settings, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(values)
+    return env
+
+
+def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([str(BIN / "genre-consumer")], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for_log(log: Path, pattern: str, timeout_s: float = 120, start: int = 0) -> None:
+    """Waits until `pattern` appears in the log after character `start`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if re.search(pattern, log.read_text(errors="replace")[start:]):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} not in {log} after {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    """SIGTERM and wait; kills and raises if the process does not stop in time."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+class LocalCluster:
+    """A private Apache Kafka cluster (1 or 3 nodes) in its own state dir, for fault tests."""
+
+    def __init__(self, state_dir: Path, nodes: int = 1) -> None:
+        self.state_dir = state_dir
+        self.nodes = nodes
+        self.bootstrap = ""
+
+    def _run(self, *args: str, timeout_s: float = 300) -> str:
+        done = subprocess.run(
+            [str(KAFKA_LOCAL), *args, "--state-dir", str(self.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-local {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def start(self) -> LocalCluster:
+        out = self._run("start", "--nodes", str(self.nodes))
+        self.bootstrap = out.strip().splitlines()[-1].split("=", 1)[1]
+        return self
+
+    def stop_node(self, node: int) -> None:
+        self._run("stop-node", str(node))
+
+    def kill_node(self, node: int) -> None:
+        self._run("kill-node", str(node))
+
+    def start_node(self, node: int) -> None:
+        self._run("start-node", str(node))
+
+    def stop(self) -> None:
+        self._run("stop")
