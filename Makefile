@@ -16,7 +16,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,train]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## virtualenv with pinned dependencies (pip cache reused)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from pydantic import ValidationError
 
 from consumer.decoding import DecodeLimits
+from consumer.drift import DriftMonitor
 from consumer.errors import ServiceError
 from consumer.health import HealthServer
 from consumer.logs import configure
@@ -41,7 +42,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> GenreServi
     )
     s = settings.service
     limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy)
-    metrics = ServiceMetrics(registry)
+    metrics = ServiceMetrics(registry, drift=DriftMonitor(predictor.artifact.reference, predictor.labels))
     metrics.model_info.info({"name": predictor.name, "version": predictor.version, "backend": predictor.backend})
     processor = BatchProcessor(predictor, s.output_topic, limits)
     txn_id = s.transactional_id or f"{s.group_id}-{socket.gethostname()}-{os.getpid()}"

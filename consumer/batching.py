@@ -56,6 +56,12 @@ class BatchBuilder:
         out, self._records, self._started = self._records, [], None
         return out
 
+    def resize(self, max_size: int) -> None:
+        """Changes the size bound for the next batches (records already held stay)."""
+        if max_size < 1:
+            raise ValueError("max_size must be >= 1")
+        self.max_size = max_size
+
     def drop(self, partitions: Collection[TopicPartition]) -> int:
         """Forgets records of revoked/lost partitions (they are re-read by their next owner)."""
         keep = [r for r in self._records if r.tp not in partitions]

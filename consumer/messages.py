@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -15,7 +15,11 @@ class OverviewMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=False)
 
-    id: str | None = Field(default=None, description="movie id; a JSON number is accepted and kept as text")
+    id: Annotated[
+        str | None,
+        # The validator below turns integer ids into text, so the published schema accepts both.
+        WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}, mode="validation"),
+    ] = Field(default=None, description="movie id; a JSON number is accepted and kept as text")
     overview: str = Field(description="the text to classify; must contain a non-space character")
     title: str | None = None
 

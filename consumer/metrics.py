@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from consumer.dead_letters import DeadLetter
+from consumer.drift import DriftMonitor
 from consumer.processing import Predicted
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -19,8 +20,11 @@ WORD_BUCKETS = (5, 10, 20, 40, 60, 80, 120, 200, 400, 1000)
 class ServiceMetrics:
     """All metrics of one service instance. Label values are bounded: stages, reasons, genres, outcomes."""
 
-    def __init__(self, registry: CollectorRegistry, namespace: str = "genre") -> None:
+    def __init__(
+        self, registry: CollectorRegistry, namespace: str = "genre", drift: DriftMonitor | None = None
+    ) -> None:
         self.registry = registry
+        self.drift = drift
         ns = namespace
         self.consumed = Counter("consumed", "Input records consumed", namespace=ns, registry=registry)
         self.predicted = Counter("predicted", "Predictions written", namespace=ns, registry=registry)
@@ -64,6 +68,20 @@ class ServiceMetrics:
             "input_words", "Overview length in words", buckets=WORD_BUCKETS, namespace=ns, registry=registry
         )
         self.model_info = Info("model", "Served model", namespace=ns, registry=registry)
+        self.consumer_lag = Gauge(
+            "consumer_lag",
+            "Records behind the partition's end offset, per assigned partition",
+            ["partition"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.drift_score = Gauge(
+            "drift_score",
+            "PSI of the recent window against the training reference",
+            ["signal"],
+            namespace=ns,
+            registry=registry,
+        )
 
     def record_batch(
         self, predicted: Sequence[Predicted], dead: Sequence[DeadLetter], timings: dict[str, float]
@@ -76,9 +94,24 @@ class ServiceMetrics:
             self.stage_seconds.labels(stage=stage).observe(seconds)
         for p in predicted:
             text = p.item.text
+            if self.drift is not None:
+                self.drift.observe(text, p.prediction.scores)
             self.input_chars.observe(len(text))
             self.input_words.observe(len(text.split()))
             for genre in p.prediction.genres:
                 self.genres.labels(genre=genre).inc()
             for genre, score in p.prediction.scores.items():
                 self.scores.labels(genre=genre).observe(score)
+
+    def refresh_drift(self) -> None:
+        """Recomputes the drift gauges from the monitor's window."""
+        if self.drift is None:
+            return
+        for signal, score in self.drift.scores().items():
+            self.drift_score.labels(signal=signal).set(score)
+
+    def set_lag(self, lags: dict[int, int]) -> None:
+        """Replaces the per-partition lag gauges (partitions no longer assigned disappear)."""
+        self.consumer_lag.clear()
+        for partition, lag in lags.items():
+            self.consumer_lag.labels(partition=str(partition)).set(lag)

@@ -96,7 +96,13 @@ class BatchProcessor:
         except Exception as exc:  # any model failure is isolated to the records that cause it
             if len(items) == 1:
                 record = items[0].record
-                logger.warning("prediction failed for %s: %s: %s", record.coordinates, type(exc).__name__, exc)
+                logger.warning(
+                    "prediction failed for %s: %s: %s",
+                    record.coordinates,
+                    type(exc).__name__,
+                    exc,
+                    extra=record.log_fields,
+                )
                 dead.append(DeadLetter(record, FailureReason.PREDICTION_FAILED, type(exc).__name__, str(exc)))
                 return []
             mid = len(items) // 2

@@ -46,6 +46,11 @@ class InputRecord:
         """`topic[partition]@offset`, the form every log line uses."""
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
+    @property
+    def log_fields(self) -> dict[str, str | int]:
+        """Coordinates as structured log fields (`extra=`), kept by the JSON log format."""
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
 
 @dataclass(frozen=True, slots=True)
 class OutputRecord:

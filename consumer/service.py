@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "genre-consumer"
 MAX_BACKOFF_S = 30.0
+MONITOR_INTERVAL_S = 2.0
 
 
 def to_record(msg: Message) -> InputRecord:
@@ -48,6 +49,12 @@ def next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
     for r in records:
         out[r.tp] = max(out.get(r.tp, -1), r.offset + 1)
     return out
+
+
+def describe(records: Sequence[InputRecord]) -> str:
+    """`topic[p]@first-last` per partition: the coordinates of a batch for log and error lines."""
+    first, last = first_offsets(records), next_offsets(records)
+    return ", ".join(f"{tp}@{first[tp]}-{last[tp] - 1}" for tp in sorted(first, key=str))
 
 
 def first_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
@@ -94,6 +101,9 @@ class GenreService:
         self._delivery_errors: list[KafkaError] = []
         self._failures = 0
         self._timeout = settings.delivery_timeout_s + 5.0
+        # Next offset to process per partition: the first record seen, then each delivered batch's end.
+        self._frontier: dict[TopicPartition, int] = {}
+        self._monitored_at = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -136,6 +146,7 @@ class GenreService:
                 self._poll_once()
                 if self._batch.is_due():
                     self._handle(self._batch.drain())
+                self._monitor()
             if len(self._batch):
                 logger.info("stopping: finishing the last batch of %d record(s)", len(self._batch))
                 self._handle(self._batch.drain(), final=True)
@@ -163,6 +174,8 @@ class GenreService:
                 continue
             records.append(to_record(msg))
         self.metrics.consumed.inc(len(records))
+        for r in records:
+            self._frontier.setdefault(r.tp, r.offset)
         self._batch.add(records)
         self._producer.poll(0)  # serve delivery callbacks
 
@@ -180,6 +193,7 @@ class GenreService:
         """Processes and delivers one batch; on failure rewinds and backs off (or raises when persistent)."""
         started = time.perf_counter()
         result = self.processor.process(records)
+        self._bound_batch_time(time.perf_counter() - started)
         offsets = next_offsets(records)
         try:
             if self.settings.exactly_once:
@@ -193,11 +207,19 @@ class GenreService:
             if final or self._failures > self.settings.max_retries:
                 raise ServiceError(f"giving up after {self._failures} failed batch deliveries: {exc}") from exc
             backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
-            logger.warning("batch not delivered (%s); rewound, retry %d in %.1fs", exc, self._failures, backoff)
+            logger.warning(
+                "batch not delivered (%s); rewound %s, retry %d in %.1fs",
+                exc,
+                describe(records),
+                self._failures,
+                backoff,
+                extra={"partitions": describe(records)},
+            )
             self.metrics.retries.inc()
             self._stop.wait(backoff)
             return
         self._failures = 0
+        self._frontier.update(offsets)
         done = time.time()
         self.metrics.batches.labels(outcome="committed").inc()
         self.metrics.batch_size.observe(len(records))
@@ -207,7 +229,29 @@ class GenreService:
             if r.timestamp_ms is not None:
                 self.metrics.end_to_end_seconds.observe(max(0.0, done - r.timestamp_ms / 1000))
         for d in result.dead_letters:
-            logger.warning("dead-lettered %s: %s (%s)", d.record.coordinates, d.reason.value, d.message[:200])
+            logger.warning(
+                "dead-lettered %s: %s (%s)",
+                d.record.coordinates,
+                d.reason.value,
+                d.message[:200],
+                extra={**d.record.log_fields, "reason": d.reason.value},
+            )
+
+    def _bound_batch_time(self, seconds: float) -> None:
+        """Halves the batch size when a batch used over a third of max.poll.interval.ms.
+
+        Heartbeats run on librdkafka's own thread, so only the poll interval can expire while the
+        model runs; on a slow or overloaded CPU smaller batches keep every batch well inside it.
+        """
+        budget = self.settings.max_poll_interval_ms / 1000 / 3
+        if seconds > budget and self._batch.max_size > 1:
+            self._batch.resize(self._batch.max_size // 2)
+            logger.warning(
+                "batch took %.1fs (budget %.1fs of max.poll.interval.ms): batch size now %d",
+                seconds,
+                budget,
+                self._batch.max_size,
+            )
 
     def _all_outputs(self, result: BatchResult) -> list[OutputRecord]:
         dlq = [
@@ -306,7 +350,32 @@ class GenreService:
             try:
                 self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
             except KafkaException as exc:
-                logger.warning("rewind of %s to %d failed: %s", tp, offset, exc.args[0])
+                logger.warning(
+                    "rewind of %s to %d failed: %s",
+                    tp,
+                    offset,
+                    exc.args[0],
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+                )
+
+    def _monitor(self) -> None:
+        """Every few seconds: lag per partition (cached watermarks, no broker round trip) and drift."""
+        now = time.monotonic()
+        if now - self._monitored_at < MONITOR_INTERVAL_S:
+            return
+        self._monitored_at = now
+        lags: dict[int, int] = {}
+        for tp in self._assigned:
+            if tp not in self._frontier:
+                continue
+            try:
+                _, high = self._consumer.get_watermark_offsets(KafkaTopicPartition(tp.topic, tp.partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                lags[tp.partition] = max(0, high - self._frontier[tp])
+        self.metrics.set_lag(lags)
+        self.metrics.refresh_drift()
 
     # -- rebalance callbacks (run inside consume()) ------------------------------------------------
 
@@ -330,6 +399,8 @@ class GenreService:
         gone = {TopicPartition(p.topic, p.partition) for p in partitions}
         dropped = self._batch.drop(gone)
         self._assigned -= gone
+        for tp in gone:
+            self._frontier.pop(tp, None)
         self.metrics.rebalances.labels(event=event).inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         logger.info("%s %s (%d buffered record(s) dropped)", event, ", ".join(sorted(map(str, gone))), dropped)

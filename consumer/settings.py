@@ -75,7 +75,7 @@ class OverlongPolicy(StrEnum):
 class KafkaSettings(_EnvSettings):
     """Connection to the cluster (env prefix `KAFKA_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", env_ignore_empty=True, frozen=True, extra="forbid")
 
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -118,7 +118,7 @@ class KafkaSettings(_EnvSettings):
 class ServiceSettings(_EnvSettings):
     """Topics, batching and delivery (env prefix `GENRE_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="GENRE_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="GENRE_", env_ignore_empty=True, frozen=True, extra="forbid")
 
     input_topic: str = "overviews"
     output_topic: str = "genres"
@@ -201,7 +201,9 @@ class ServiceSettings(_EnvSettings):
 class ModelSettings(_EnvSettings):
     """Which model to serve and how to run it (env prefix `GENRE_MODEL_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="GENRE_MODEL_", frozen=True, extra="forbid", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix="GENRE_MODEL_", env_ignore_empty=True, frozen=True, extra="forbid", protected_namespaces=()
+    )
 
     uri: str = Field(default=str(DEFAULT_ARTIFACT), description="artifact folder")
     embedding_model: str = Field(default="", description="override the artifact's embedding model id/folder")

@@ -16,43 +16,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, train_test_split
 from tqdm import tqdm
 
 from model.artifact import ModelArtifact, save_artifact, weights_digest
 from model.classifier import DenseHead, tune_thresholds
-from model.data import fingerprint, load_overviews_csv
+from model.cleaning import add_arguments as add_cleaning_arguments
+from model.cleaning import clean, config_from_args
+from model.data import fingerprint, load_dataset
 from model.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
 from model.errors import ModelError
 from model.metrics import binarize, f1_report
 
 logger = logging.getLogger(__name__)
-
-PLACEHOLDERS = ("no overview found", "no overview", "overview not available")
-
-
-def clean(frame: pd.DataFrame, min_chars: int, min_label_count: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drops unusable rows and too-rare labels; returns the frame and rows removed per rule."""
-    removed: dict[str, int] = {}
-
-    def drop(rule: str, mask: pd.Series) -> None:
-        nonlocal frame
-        removed[rule] = int(mask.sum())
-        frame = frame[~mask]
-
-    text = frame["overview"].str.strip()
-    drop("placeholder", text.str.lower().str.rstrip(".").isin(PLACEHOLDERS))
-    drop("too_short", frame["overview"].str.strip().str.len() < min_chars)
-    drop("duplicate_overview", frame["overview"].str.strip().duplicated())
-    counts = pd.Series([g for row in frame["genres"] for g in row]).value_counts()
-    rare = set(counts[counts < min_label_count].index)
-    removed["rare_labels"] = len(rare)
-    kept: list[list[str]] = [[g for g in row if g not in rare] for row in frame["genres"]]
-    frame = frame.assign(genres=pd.Series(kept, index=frame.index, dtype=object))
-    drop("no_label", frame["genres"].map(len) == 0)
-    return frame.reset_index(drop=True), removed
 
 
 def embed_cached(embedder: SentenceEmbedder, texts: Sequence[str], cache_dir: Path | None) -> npt.NDArray[np.float32]:
@@ -133,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the genre head on labelled overviews and write a safe (no-pickle) artifact.",
         epilog="Example: genre-train --data ../shared/data/movies_overviews.csv --out model/artifacts/default",
     )
-    p.add_argument("--data", type=Path, required=True, help="CSV with id,title,overview,genres ('|' between genres)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="CSV with id,title,overview,genres ('|' between genres), or Kaggle's raw movies_metadata.csv",
+    )
     p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     p.add_argument("--name", default="movie-genres", help="model name recorded in every prediction")
     p.add_argument("--embedding-model", default=DEFAULT_MODEL_ID, help="sentence-transformers id or local folder")
@@ -142,19 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=float, default=0.15, help="held-out share, never trained or tuned on")
     p.add_argument("--folds", type=int, default=3, help="folds for threshold tuning")
     p.add_argument("--C", dest="c", type=float, default=1.0, help="inverse L2 strength of the logistic regressions")
-    p.add_argument("--min-chars", type=int, default=20, help="drop overviews shorter than this")
-    p.add_argument("--min-label-count", type=int, default=50, help="drop genres with fewer examples")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"), help="embedding cache ('' disables)")
+    add_cleaning_arguments(p)
     return p
 
 
 def run(args: argparse.Namespace) -> ModelArtifact:
     started = time.perf_counter()
-    frame = load_overviews_csv(args.data)
+    frame, loaded = load_dataset(args.data)
     if args.limit:
         frame = frame.head(args.limit)
-    frame, removed = clean(frame, args.min_chars, args.min_label_count)
+    frame, removed = clean(frame, config_from_args(args))
     labels = sorted({g for row in frame["genres"] for g in row})
     train, test = train_test_split(frame, test_size=args.test_size, random_state=args.seed)
     embedder = SentenceEmbedder(args.embedding_model, backend=args.backend).load()
@@ -175,6 +156,7 @@ def run(args: argparse.Namespace) -> ModelArtifact:
             "data": str(args.data.name),
             "data_fingerprint": fingerprint(frame),
             "rows_after_cleaning": len(frame),
+            "load_report": loaded.as_dict(),
             "rows_removed": removed,
             "n_train": len(train),
             "n_holdout": len(test),

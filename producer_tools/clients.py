@@ -12,7 +12,13 @@ from consumer.settings import KafkaSettings
 
 
 def producer(kafka: KafkaSettings) -> Producer:
-    config: dict[str, Any] = {**kafka.client_config(), "enable.idempotence": True, "linger.ms": 10}
+    # A bounded message timeout, so an unreachable or refusing cluster ends in a clear error, not a hang.
+    config: dict[str, Any] = {
+        **kafka.client_config(),
+        "enable.idempotence": True,
+        "linger.ms": 10,
+        "message.timeout.ms": 30_000,
+    }
     return Producer(config)
 
 

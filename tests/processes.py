@@ -54,10 +54,20 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
 class LocalCluster:
     """A private Apache Kafka cluster (1 or 3 nodes) in its own state dir, for fault tests."""
 
-    def __init__(self, state_dir: Path, nodes: int = 1) -> None:
+    def __init__(self, state_dir: Path, nodes: int = 1, security: str = "plaintext") -> None:
         self.state_dir = state_dir
         self.nodes = nodes
+        self.security = security
         self.bootstrap = ""
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """KAFKA_* settings a client needs (credentials and CA for a secured cluster)."""
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        path = self.state_dir / "client.env"
+        if path.exists():
+            env.update(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)  # type: ignore[misc]
+        return env
 
     def _run(self, *args: str, timeout_s: float = 300) -> str:
         done = subprocess.run(
@@ -72,7 +82,7 @@ class LocalCluster:
         return done.stdout
 
     def start(self) -> LocalCluster:
-        out = self._run("start", "--nodes", str(self.nodes))
+        out = self._run("start", "--nodes", str(self.nodes), "--security", self.security)
         self.bootstrap = out.strip().splitlines()[-1].split("=", 1)[1]
         return self
 

@@ -12,12 +12,12 @@ from tests.processes import LocalCluster
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[[int], LocalCluster]]:
-    """Starts private clusters (1 or 3 nodes) that are stopped after the test."""
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Starts private clusters (1 or 3 nodes, plaintext or sasl_ssl) that are stopped after the test."""
     started: list[LocalCluster] = []
 
-    def make(nodes: int = 1) -> LocalCluster:
-        cluster = LocalCluster(tmp_path / f"kafka-{len(started)}", nodes).start()
+    def make(nodes: int = 1, security: str = "plaintext") -> LocalCluster:
+        cluster = LocalCluster(tmp_path / f"kafka-{len(started)}", nodes, security).start()
         started.append(cluster)
         return cluster
 

@@ -80,7 +80,7 @@ def test_ten_kill9_during_a_20000_message_run(
         offset = log.stat().st_size if log.exists() else 0
         proc = start_consumer(env, log)
         wait_for_log(log, ASSIGNED, start=offset)
-        time.sleep(rng.uniform(1.0, 6.0))  # a random moment: mid-batch, mid-transaction, mid-commit
+        time.sleep(rng.uniform(2.0, 9.0))  # a random moment: mid-batch, mid-transaction, mid-commit
         assert proc.poll() is None, "the consumer died on its own"
         proc.kill()
         proc.wait(30)

@@ -1,0 +1,83 @@
+"""genre-train and genre-eval end to end on real overviews (small slices, real embedder)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from model.artifact import load_artifact
+from model.predictor import load_predictor
+from tests.processes import BIN
+
+
+@pytest.mark.timeout(300)
+def test_train_then_eval_then_serve_a_tiny_model(overviews_csv: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(overviews_csv, dtype=str, keep_default_na=False)
+    train_csv, eval_csv = tmp_path / "train.csv", tmp_path / "eval.csv"
+    frame.iloc[:800].to_csv(train_csv, index=False)
+    frame.iloc[800:1000].to_csv(eval_csv, index=False)
+    out = tmp_path / "artifact"
+    trained = subprocess.run(
+        [
+            str(BIN / "genre-train"),
+            "--data",
+            str(train_csv),
+            "--out",
+            str(out),
+            "--min-label-count",
+            "20",
+            "--cache-dir",
+            "",
+            "--folds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads(trained.stdout.strip().splitlines()[-1])
+    artifact = load_artifact(out)
+    assert summary["version"] == artifact.version and 0.2 < summary["micro_f1"] <= 1.0
+    assert artifact.training["rows_after_cleaning"] <= 800 and artifact.reference["overview_chars_quantiles"]
+
+    evaluated = subprocess.run(
+        [str(BIN / "genre-eval"), "--data", str(eval_csv), "--model", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(evaluated.stdout)  # exactly one JSON object on stdout
+    assert report["n"] == 200
+    for key in ("micro_f1", "macro_f1", "samples_f1"):
+        assert 0.0 < report[key] <= 1.0
+    predictor = load_predictor(out)
+    [prediction] = predictor.predict(["A cowboy rides into a lawless frontier town to settle an old score."])
+    assert prediction.genres and set(prediction.scores) == set(artifact.head.labels)
+
+
+def test_eval_refuses_a_tampered_model(overviews_csv: Path, tmp_path: Path) -> None:
+    from model.predictor import DEFAULT_ARTIFACT
+
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for f in DEFAULT_ARTIFACT.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta["thresholds_note"] = "edited"
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    done = subprocess.run(
+        [str(BIN / "genre-eval"), "--data", str(overviews_csv), "--model", str(copy), "--limit", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2 and "content hash mismatch" in done.stderr and done.stdout == ""

@@ -1,0 +1,142 @@
+"""In-memory stand-ins for confluent-kafka's Consumer and Producer, to unit-test the service shell."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+
+@dataclass
+class FakeMessage:
+    _topic: str
+    _partition: int
+    _offset: int
+    _value: bytes | None
+    _key: bytes | None = None
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+
+@dataclass
+class FakeConsumer:
+    """One topic; `log[partition]` holds the values; `position` is the fetch position per partition."""
+
+    topic: str
+    log: dict[int, list[bytes | None]]
+    position: dict[int, int] = field(default_factory=dict)
+    committed: dict[int, int] = field(default_factory=dict)
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+    callbacks: dict[str, Callable[..., None]] = field(default_factory=dict)
+    assigned: bool = False
+    closed: bool = False
+    on_consume: Callable[[FakeConsumer], None] | None = None
+
+    def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
+        self.callbacks = callbacks
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        if not self.assigned:
+            self.assigned = True
+            self.callbacks["on_assign"](self, [KafkaTopicPartition(self.topic, p) for p in self.log])
+        if self.on_consume is not None:
+            self.on_consume(self)
+        out: list[FakeMessage] = []
+        for p, values in self.log.items():
+            start = self.position.get(p, 0)
+            take = values[start : start + num_messages - len(out)]
+            out.extend(FakeMessage(self.topic, p, start + i, v) for i, v in enumerate(take))
+            self.position[p] = start + len(take)
+        return out
+
+    def revoke(self, partitions: list[int]) -> None:
+        self.callbacks["on_revoke"](self, [KafkaTopicPartition(self.topic, p) for p in partitions])
+
+    def seek(self, tp: KafkaTopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+        self.position[tp.partition] = tp.offset
+
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
+
+    def commit(self, offsets: list[KafkaTopicPartition], asynchronous: bool) -> None:
+        for tp in offsets:
+            self.committed[tp.partition] = tp.offset
+
+    def get_watermark_offsets(self, tp: KafkaTopicPartition, cached: bool = False) -> tuple[int, int]:
+        return 0, len(self.log[tp.partition])
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeProducer:
+    """Records produced messages; transactions become visible only on commit. Failures are injectable."""
+
+    committed_records: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    pending: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    committed_offsets: dict[int, int] = field(default_factory=dict)
+    pending_offsets: dict[int, int] = field(default_factory=dict)
+    fail_commits: list[KafkaError] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+        self.pending, self.pending_offsets = [], {}
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any, on_delivery: Any) -> None:
+        self.pending.append((topic, key, value))
+
+    def send_offsets_to_transaction(self, offsets: list[KafkaTopicPartition], metadata: str, timeout: float) -> None:
+        self.pending_offsets = {tp.partition: tp.offset for tp in offsets}
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit")
+        if self.fail_commits:
+            raise KafkaException(self.fail_commits.pop(0))
+        self.committed_records += self.pending
+        self.committed_offsets.update(self.pending_offsets)
+        self.pending, self.pending_offsets = [], {}
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+        self.pending, self.pending_offsets = [], {}
+
+    def flush(self, timeout: float) -> int:
+        # Outside a transaction (at-least-once) a flush is what makes records durable.
+        if "begin" not in self.calls:
+            self.committed_records += self.pending
+            self.pending = []
+        return 0
+
+    def poll(self, timeout: float) -> int:
+        return 0

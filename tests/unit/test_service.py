@@ -1,0 +1,143 @@
+"""The Kafka shell with in-memory clients: transactions, rewinds, fencing, revocation, batch time bounds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+from confluent_kafka import KafkaError
+from prometheus_client import CollectorRegistry
+
+from consumer.decoding import DecodeLimits
+from consumer.errors import FatalKafkaError, ServiceError
+from consumer.metrics import ServiceMetrics
+from consumer.processing import BatchProcessor
+from consumer.records import TopicPartition
+from consumer.service import GenreService
+from consumer.settings import KafkaSettings, ProcessingGuarantee, ServiceSettings
+from model.predictor import Prediction
+from tests.unit.fake_kafka import FakeConsumer, FakeProducer
+
+
+class Model:
+    name, version = "fake", "1"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        time.sleep(self.delay_s)
+        return [Prediction(("Drama",), {"Drama": 0.9}) for _ in texts]
+
+
+def values(n: int, start: int = 0) -> list[bytes | None]:
+    return [json.dumps({"id": str(i), "overview": f"overview {i}"}).encode() for i in range(start, start + n)]
+
+
+def make(
+    consumer: FakeConsumer, producer: FakeProducer, model: Model | None = None, **settings: object
+) -> GenreService:
+    values: dict[str, object] = {"input_topic": "in", "output_topic": "out", "batch_size": 4, "batch_max_wait_ms": 0}
+    s = ServiceSettings(**{**values, **settings})  # type: ignore[arg-type]
+    processor = BatchProcessor(model or Model(), "out", DecodeLimits())
+    return GenreService(
+        KafkaSettings(),
+        s,
+        processor,
+        ServiceMetrics(CollectorRegistry()),
+        "txn",
+        consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
+        producer_factory=lambda _: producer,  # type: ignore[arg-type,return-value]
+    )
+
+
+def run_until(service: GenreService, consumer: FakeConsumer, done: Callable[[], bool]) -> None:
+    def check(_: FakeConsumer) -> None:
+        if done():
+            service.stop()
+
+    consumer.on_consume = check
+    service.run()
+
+
+def test_each_batch_is_one_transaction_with_its_offsets() -> None:
+    consumer = FakeConsumer("in", {0: values(6), 1: values(3, 100)})
+    producer = FakeProducer()
+    service = make(consumer, producer)
+    run_until(service, consumer, lambda: producer.committed_offsets == {0: 6, 1: 3})
+    assert producer.calls[0] == "init" and producer.calls.count("abort") == 0
+    outputs = [json.loads(v) for topic, _, v in producer.committed_records if topic == "out"]
+    assert sorted(o["id"] for o in outputs) == sorted([str(i) for i in range(6)] + ["100", "101", "102"])
+    assert consumer.closed and consumer.committed == {}  # offsets travel in the transaction, not via commit()
+
+
+def test_aborted_transaction_rewinds_and_retries_without_loss() -> None:
+    consumer = FakeConsumer("in", {0: values(8)})
+    producer = FakeProducer(fail_commits=[KafkaError(KafkaError._STATE, "boom", txn_requires_abort=True)])
+    service = make(consumer, producer)
+
+    run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 8)
+    assert "abort" in producer.calls and consumer.seeks[0] == (0, 0)
+    outputs = [json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out"]
+    assert sorted(outputs) == list(range(8)), "each input exactly once in committed outputs"
+    assert service.metrics.registry.get_sample_value("genre_retries_total") == 1
+
+
+def test_fenced_producer_stops_the_service() -> None:
+    consumer = FakeConsumer("in", {0: values(4)})
+    producer = FakeProducer(fail_commits=[KafkaError(KafkaError._FENCED, "fenced", fatal=True)])
+    with pytest.raises(FatalKafkaError, match="fenced"):
+        make(consumer, producer).run()
+    assert consumer.closed and producer.committed_offsets == {}
+
+
+def test_persistent_failure_gives_up_after_max_retries() -> None:
+    consumer = FakeConsumer("in", {0: values(4)})
+    err = KafkaError(KafkaError._TIMED_OUT, "broker away", txn_requires_abort=True)
+    producer = FakeProducer(fail_commits=[err] * 5)
+    service = make(consumer, producer, max_retries=2)
+    service._stop.wait = lambda timeout=None: False  # type: ignore[method-assign,assignment]  # no real backoff
+    with pytest.raises(ServiceError, match="giving up after 3 failed batch deliveries"):
+        service.run()
+    assert producer.committed_offsets == {} and consumer.seeks == [(0, 0)] * 3
+
+
+def test_at_least_once_commits_after_delivery() -> None:
+    consumer = FakeConsumer("in", {0: values(5)})
+    producer = FakeProducer()
+    service = make(consumer, producer, processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE)
+    run_until(service, consumer, lambda: consumer.committed.get(0) == 5)
+    assert "begin" not in producer.calls and len(producer.committed_records) == 5
+
+
+def test_revoke_drops_buffered_records_of_those_partitions() -> None:
+    consumer = FakeConsumer("in", {0: values(2), 1: values(2, 10)})
+    producer = FakeProducer()
+    service = make(consumer, producer, batch_size=100, batch_max_wait_ms=60_000)
+    state = {"n": 0}
+
+    def step(c: FakeConsumer) -> None:
+        state["n"] += 1
+        if state["n"] == 2:  # records are buffered, the batch is not due yet
+            c.revoke([1])
+        if state["n"] == 3:
+            service.stop()
+
+    consumer.on_consume = step
+    service.run()  # stop() finishes the buffered batch
+    offsets = [json.loads(v)["source"] for t, _, v in producer.committed_records if t == "out"]
+    assert {(o["partition"], o["offset"]) for o in offsets} == {(0, 0), (0, 1)}
+    assert producer.committed_offsets == {0: 2}
+    assert service.assignment == frozenset({TopicPartition("in", 0)})
+
+
+def test_slow_batches_shrink_to_stay_inside_the_poll_interval() -> None:
+    consumer = FakeConsumer("in", {0: values(12)})
+    producer = FakeProducer()
+    service = make(consumer, producer, Model(delay_s=0.01), max_poll_interval_ms=10_000)
+    service.settings = service.settings.model_copy(update={"max_poll_interval_ms": 15})  # budget 5 ms
+    run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 12)
+    assert service._batch.max_size == 1
+    assert producer.committed_offsets == {0: 12}
