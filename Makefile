@@ -55,5 +55,11 @@ train: $(STAMP)  ## retrain the default artifact from ../shared/data
 eval: $(STAMP)  ## evaluate the default artifact
 	$(BIN)/genre-eval --data ../shared/data/movies_overviews.csv --json
 
+bench: $(STAMP)  ## benchmarks on a private local Kafka: JSON + plot in benchmarks/results (BENCH_ARGS=--quick)
+	scripts/kafka-local install
+	bootstrap=$$(scripts/kafka-local start --fresh --state-dir .state/bench-kafka | tail -1 | cut -d= -f2); \
+	  $(BIN)/python -m benchmarks.bench --bootstrap-servers "$$bootstrap" --out benchmarks/results $(BENCH_ARGS); \
+	  rc=$$?; scripts/kafka-local stop --state-dir .state/bench-kafka; exit $$rc
+
 clean:
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=3, help="folds for threshold tuning")
     p.add_argument("--C", dest="c", type=float, default=1.0, help="inverse L2 strength of the logistic regressions")
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"), help="embedding cache ('' disables)")
+    p.add_argument("--cache-dir", default=".cache/embeddings", help="embedding cache folder ('' disables)")
     add_cleaning_arguments(p)
     return p
 
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> ModelArtifact:
     labels = sorted({g for row in frame["genres"] for g in row})
     train, test = train_test_split(frame, test_size=args.test_size, random_state=args.seed)
     embedder = SentenceEmbedder(args.embedding_model, backend=args.backend).load()
-    cache = args.cache_dir if str(args.cache_dir) else None
+    cache = Path(args.cache_dir) if args.cache_dir else None
     x_train = embed_cached(embedder, train["overview"].tolist(), cache)
     x_test = embed_cached(embedder, test["overview"].tolist(), cache)
     y_train, y_test = binarize(train["genres"], labels), binarize(test["genres"], labels)

@@ -39,8 +39,10 @@ def test_train_then_eval_then_serve_a_tiny_model(overviews_csv: Path, tmp_path: 
         text=True,
         timeout=240,
         check=False,
+        cwd=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
+    assert not list(tmp_path.rglob("*.npy")), "--cache-dir '' must disable the embedding cache"
     summary = json.loads(trained.stdout.strip().splitlines()[-1])
     artifact = load_artifact(out)
     assert summary["version"] == artifact.version and 0.2 < summary["micro_f1"] <= 1.0

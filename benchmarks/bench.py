@@ -1,0 +1,397 @@
+"""Throughput, latency, catch-up, scaling and memory benchmarks of the service on a real local Kafka.
+
+`make bench` (or `python -m benchmarks.bench --out benchmarks/results`) prints each number as it is
+measured and writes `results.json` plus `throughput.png`. Each measurement is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from consumer.settings import KafkaSettings
+from model.embedder import Backend, SentenceEmbedder
+from model.predictor import load_predictor
+from producer_tools import clients
+from producer_tools.topics import create_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DATA = ROOT.parent / "shared" / "data" / "movies_overviews.csv"
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def texts(n: int) -> list[dict[str, str]]:
+    frame = pd.read_csv(DATA, dtype=str, keep_default_na=False)
+    frame = frame[frame["overview"].str.len() > 20]
+    rows = frame.sample(n=n, replace=n > len(frame), random_state=7)
+    return [{"id": r.id, "title": r.title, "overview": r.overview} for r in rows.itertuples()]
+
+
+# -- in-process model ---------------------------------------------------------------------------------
+
+
+def bare_model(sample: Sequence[dict[str, str]], backend: str, batch_sizes: Sequence[int]) -> dict[str, Any]:
+    """Embed + classify in process, best encode batch size: the ceiling for the service."""
+    overviews = [m["overview"] for m in sample]
+    out: dict[str, Any] = {"backend": backend, "n": len(overviews), "by_batch_size": {}}
+    for bs in batch_sizes:
+        predictor = load_predictor(backend=backend, batch_size=bs)
+        predictor.predict(overviews[:64])  # warm-up
+        started = time.perf_counter()
+        for start in range(0, len(overviews), 256):
+            predictor.predict(overviews[start : start + 256])
+        rate = len(overviews) / (time.perf_counter() - started)
+        out["by_batch_size"][bs] = round(rate, 1)
+        log(f"  bare model {backend} encode batch {bs}: {rate:.1f} overviews/s")
+    best = max(out["by_batch_size"], key=out["by_batch_size"].get)
+    out["best_batch_size"], out["overviews_per_s"] = best, out["by_batch_size"][best]
+    return out
+
+
+def parity(sample: Sequence[dict[str, str]], backend: str) -> dict[str, float]:
+    """Cosine of a backend's embeddings to fp32 on real overviews (the backend parity rule: >= 0.99)."""
+    overviews = [m["overview"] for m in sample]
+    ref = SentenceEmbedder(backend=Backend.FP32).transform(overviews)
+    other = SentenceEmbedder(backend=Backend(backend)).transform(overviews)
+    cos = (ref * other).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(other, axis=1))
+    return {"min_cosine": round(float(cos.min()), 5), "mean_cosine": round(float(cos.mean()), 5)}
+
+
+# -- Kafka helpers ------------------------------------------------------------------------------------
+
+
+class Run:
+    """Topics and a group of one measurement."""
+
+    def __init__(self, kafka: KafkaSettings, partitions: int) -> None:
+        base = f"bench-{uuid.uuid4().hex[:8]}"
+        self.kafka = kafka
+        self.input, self.output, self.dlq, self.group = f"{base}.overviews", f"{base}.genres", f"{base}.dlq", base
+        self.partitions = partitions
+        create_topics(clients.admin(kafka), [self.input, self.output, self.dlq], partitions, 1)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+                "GENRE_INPUT_TOPIC": self.input,
+                "GENRE_OUTPUT_TOPIC": self.output,
+                "GENRE_DLQ_TOPIC": self.dlq,
+                "GENRE_GROUP_ID": self.group,
+                "GENRE_METRICS_PORT": "0",
+                "HF_HUB_OFFLINE": "1",
+                **extra,
+            }
+        )
+        return env
+
+    def produce(self, messages: Sequence[dict[str, str]], rate: float | None = None) -> None:
+        producer = Producer({**self.kafka.client_config(), "linger.ms": 20 if rate is None else 0})
+        started = time.monotonic()
+        for i, m in enumerate(messages):
+            if rate:
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            while True:
+                try:
+                    producer.produce(self.input, json.dumps(m).encode(), key=(m.get("id") or None))
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(60) == 0
+
+    def committed(self) -> int:
+        c = Consumer({**self.kafka.client_config(), "group.id": self.group})
+        try:
+            tps = [KafkaTopicPartition(self.input, p) for p in range(self.partitions)]
+            return sum(max(0, tp.offset) for tp in c.committed(tps, timeout=30))
+        finally:
+            c.close()
+
+    def start_consumer(self, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as out:
+            return subprocess.Popen([str(BIN / "genre-consumer")], env=self.env(**extra), stdout=out, stderr=out)
+
+
+def wait(condition: Callable[[], bool], timeout_s: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
+
+
+def assigned_in(log_path: Path) -> bool:
+    return bool(re.search(r"assigned .*\[\d+\]", log_path.read_text(errors="replace")))
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def drain(
+    kafka: KafkaSettings,
+    messages: Sequence[dict[str, str]],
+    workdir: Path,
+    replicas: int = 1,
+    partitions: int = 6,
+    **extra: str,
+) -> dict[str, Any]:
+    """Preloads a backlog, starts the consumer(s), times until every offset is committed."""
+    run = Run(kafka, partitions)
+    run.produce(messages)
+    logs = [workdir / f"{run.group}-{i}.log" for i in range(replicas)]
+    procs = [run.start_consumer(p, GENRE_TRANSACTIONAL_ID=f"{run.group}-{i}", **extra) for i, p in enumerate(logs)]
+    try:
+        if not wait(lambda: all(assigned_in(p) for p in logs), 180):
+            raise RuntimeError(f"consumers did not join: {logs}")
+        started = time.monotonic()
+        if not wait(lambda: run.committed() >= len(messages), 3600, step=0.5):
+            raise RuntimeError("backlog not drained within an hour")
+        seconds = time.monotonic() - started
+        rss = max(peak_rss_mb(p.pid) for p in procs)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(120)
+    return {
+        "n": len(messages),
+        "replicas": replicas,
+        "partitions": partitions,
+        "seconds": round(seconds, 1),
+        "overviews_per_s": round(len(messages) / seconds, 1),
+        "peak_rss_mb": round(rss, 1),
+    }
+
+
+def input_timestamps(kafka: KafkaSettings, run: Run, n: int) -> dict[tuple[int, int], float]:
+    """(partition, offset) -> produce timestamp (s) of every input of a run."""
+    c = Consumer({**kafka.client_config(), "group.id": f"{run.group}-inputs", "auto.offset.reset": "earliest"})
+    c.subscribe([run.input])
+    out: dict[tuple[int, int], float] = {}
+    deadline = time.monotonic() + 60
+    while len(out) < n and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.2):
+            if m.error() is None:
+                out[(m.partition() or 0, m.offset() or 0)] = m.timestamp()[1] / 1000
+    c.close()
+    return out
+
+
+def latency(kafka: KafkaSettings, messages: Sequence[dict[str, str]], rate: float, workdir: Path) -> dict[str, Any]:
+    """Sends at a fixed rate; latency = output readable (read_committed) minus the input's timestamp."""
+    run = Run(kafka, 6)
+    log_path = workdir / f"{run.group}.log"
+    proc = run.start_consumer(log_path, GENRE_TRANSACTIONAL_ID=run.group)
+    reader = Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": f"{run.group}-reader",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    reader.subscribe([run.output])
+    seen: list[tuple[int, int, float]] = []
+    try:
+        if not wait(lambda: assigned_in(log_path), 180):
+            raise RuntimeError("consumer did not join")
+        # The reader runs while the inputs are sent, so "seen" is when an output became readable.
+        sender = threading.Thread(target=run.produce, args=(messages, rate))
+        sender.start()
+        deadline = time.monotonic() + len(messages) / rate + 60
+        while len(seen) < len(messages) and time.monotonic() < deadline:
+            for m in reader.consume(500, 0.02):
+                if m.error() is None:
+                    src = json.loads(m.value() or b"{}")["source"]
+                    seen.append((src["partition"], src["offset"], time.time()))
+        sender.join()
+    finally:
+        reader.close()
+        proc.terminate()
+        proc.wait(120)
+    sent = input_timestamps(kafka, run, len(messages))
+    values = np.asarray([t - sent[(p, o)] for p, o, t in seen if (p, o) in sent]) * 1000
+    q = np.quantile(values, [0.5, 0.95, 0.99]) if len(values) else np.full(3, np.nan)
+    return {
+        "rate_per_s": rate,
+        "n": len(values),
+        "p50_ms": round(float(q[0]), 1),
+        "p95_ms": round(float(q[1]), 1),
+        "p99_ms": round(float(q[2]), 1),
+    }
+
+
+def latency_points(kafka: KafkaSettings, max_rate: float, workdir: Path) -> list[dict[str, Any]]:
+    points = []
+    for share in (0.25, 0.5, 0.9):
+        rate = round(share * max_rate, 1)
+        point = latency(kafka, texts(int(min(3000, max(300, rate * 20)))), rate, workdir)
+        point["share_of_max"] = share
+        points.append(point)
+        log(f"  {point}")
+    return points
+
+
+def naive_peer(kafka: KafkaSettings, messages: Sequence[dict[str, str]]) -> dict[str, Any]:
+    """One encode, one produce+flush, one synchronous commit per message, default fp32 configuration."""
+    from sentence_transformers import SentenceTransformer
+
+    from model.artifact import load_artifact
+    from model.embedder import packaged_model_path
+    from model.predictor import DEFAULT_ARTIFACT
+
+    run = Run(kafka, 6)
+    run.produce(messages)
+    head = load_artifact(DEFAULT_ARTIFACT).head
+    encoder = SentenceTransformer(str(packaged_model_path()), device="cpu")
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": run.group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
+    producer = Producer(kafka.client_config())
+    consumer.subscribe([run.input])
+    done, started = 0, None
+    deadline = time.monotonic() + 600
+    while done < len(messages) and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None or msg.error() is not None:
+            continue
+        started = started or time.monotonic()
+        text = json.loads(msg.value())["overview"]
+        proba = head.predict_proba(encoder.encode([text], normalize_embeddings=True))
+        producer.produce(run.output, json.dumps({"scores": proba[0].tolist()}).encode(), key=msg.key())
+        producer.flush(10)
+        consumer.commit(message=msg, asynchronous=False)
+        done += 1
+    consumer.close()
+    seconds = time.monotonic() - (started or time.monotonic())
+    return {"n": done, "seconds": round(seconds, 1), "overviews_per_s": round(done / seconds, 1)}
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = {
+        "bare fp32": results["bare_fp32"]["overviews_per_s"],
+        f"bare {results['bare']['backend']}": results["bare"]["overviews_per_s"],
+        "service e2e": results["end_to_end"]["overviews_per_s"],
+        "naive peer": results["naive_peer"]["overviews_per_s"],
+    }
+    for s in results.get("scaling", []):
+        bars[f"{s['replicas']} replica(s)"] = s["overviews_per_s"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(list(bars), list(bars.values()), color="#4878a8")
+    ax.set_ylabel("overviews / s")
+    ax.set_title(f"genre-stream throughput ({os.cpu_count()} CPU cores)")
+    for i, v in enumerate(bars.values()):
+        ax.text(i, v, f"{v:.0f}", ha="center", va="bottom")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__)
+    p.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""))
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--n", type=int, default=20_000, help="end-to-end backlog size")
+    p.add_argument("--catch-up", type=int, default=50_000, help="catch-up backlog size")
+    p.add_argument("--naive", type=int, default=1_000, help="messages for the naive per-message peer")
+    p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.catch_up, args.naive = 2_000, 3_000, 200
+    if not args.bootstrap_servers:
+        p.error("give --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS (make bench starts a local Kafka)")
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
+    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = args.out / "logs"
+    workdir.mkdir(exist_ok=True)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+    }
+    sample = texts(2_000 if not args.quick else 500)
+    log("== bare model (in process)")
+    results["bare_fp32"] = bare_model(sample, "fp32", [32])
+    results["bare"] = bare_model(sample, "auto", [16, 32, 64])
+    results["bare"]["backend"] = load_predictor(backend="auto").backend
+    results["parity"] = parity(sample[:500], results["bare"]["backend"]) if results["bare"]["backend"] != "fp32" else {}
+    log(f"  parity vs fp32: {results['parity']}")
+    best_bs = str(results["bare"]["best_batch_size"])
+    log(f"== end to end: {args.n} overviews through Kafka")
+    results["end_to_end"] = drain(kafka, texts(args.n), workdir, GENRE_MODEL_ENCODE_BATCH_SIZE=best_bs)
+    e2e = results["end_to_end"]["overviews_per_s"]
+    results["ratio_to_bare"] = round(e2e / results["bare"]["overviews_per_s"], 3)
+    results["speedup_vs_fp32_default"] = round(e2e / results["bare_fp32"]["overviews_per_s"], 2)
+    log(f"  {results['end_to_end']}  ratio to bare {results['ratio_to_bare']}")
+    log(f"== naive per-message peer: {args.naive} overviews")
+    results["naive_peer"] = naive_peer(kafka, texts(args.naive))
+    results["speedup_vs_naive"] = round(e2e / results["naive_peer"]["overviews_per_s"], 2)
+    log(f"  {results['naive_peer']}  our speed-up {results['speedup_vs_naive']}x")
+    log("== latency at fixed rates")
+    results["latency"] = latency_points(kafka, e2e, workdir)
+    log(f"== catch-up: {args.catch_up} backlog")
+    results["catch_up"] = drain(kafka, texts(args.catch_up), workdir, GENRE_MODEL_ENCODE_BATCH_SIZE=best_bs)
+    log(f"  {results['catch_up']}")
+    log("== scaling on 8 partitions")
+    results["scaling"] = []
+    for replicas in (1, 2):
+        point = drain(
+            kafka,
+            texts(max(2000, args.n // 4)),
+            workdir,
+            replicas=replicas,
+            partitions=8,
+            GENRE_MODEL_ENCODE_BATCH_SIZE=best_bs,
+        )
+        results["scaling"].append(point)
+        log(f"  {point}")
+    results["peak_rss_mb"] = results["end_to_end"]["peak_rss_mb"]
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out / "throughput.png")
+    log(f"== wrote {args.out / 'results.json'} and throughput.png")
+    log(
+        json.dumps(
+            {k: results[k] for k in ("ratio_to_bare", "speedup_vs_fp32_default", "speedup_vs_naive", "peak_rss_mb")}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
