@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -19,34 +20,53 @@ from consumer.errors import ServiceError
 from consumer.health import HealthServer
 from consumer.logs import configure
 from consumer.metrics import ServiceMetrics
+from consumer.models import ModelSet
 from consumer.processing import BatchProcessor
+from consumer.reload import ModelWatcher
 from consumer.service import GenreService
 from consumer.settings import Settings
 from model.errors import ModelError
-from model.predictor import load_predictor
+from model.predictor import Predictor, load_predictor
 
 logger = logging.getLogger("consumer")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 
 
-def build_service(settings: Settings, registry: CollectorRegistry) -> GenreService:
-    """Loads the model and wires the service (shared by the CLI, tests and benchmarks)."""
+def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[GenreService, ModelWatcher | None]:
+    """Loads the models and wires the service and its model watcher (shared by the CLI, tests, benchmarks)."""
     m = settings.model
-    predictor = load_predictor(
+    champion = load_predictor(
         m.uri,
         embedding_model=m.embedding_model or None,
         backend=m.backend,
         device=m.device,
         batch_size=m.encode_batch_size,
     )
+
+    def load_sharing_embedder(uri: str | Path) -> Predictor:
+        # Challengers and new versions reuse the loaded encoder: one copy in memory, one embedding per batch.
+        return load_predictor(uri, embedder=champion.embedder)
+
+    models = ModelSet(
+        champion,
+        shadow=load_sharing_embedder(m.shadow_uri) if m.shadow_uri else None,
+        canary=load_sharing_embedder(m.canary_uri) if m.canary_uri else None,
+        canary_share=m.canary_share,
+        canary_by=m.canary_by,
+    )
     s = settings.service
     limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy)
-    metrics = ServiceMetrics(registry, drift=DriftMonitor(predictor.artifact.reference, predictor.labels))
-    metrics.model_info.info({"name": predictor.name, "version": predictor.version, "backend": predictor.backend})
-    processor = BatchProcessor(predictor, s.output_topic, limits)
+    metrics = ServiceMetrics(registry, drift=DriftMonitor(champion.artifact.reference, champion.labels))
+    metrics.model_info.info({"name": champion.name, "version": champion.version, "backend": champion.backend})
+    processor = BatchProcessor(models, s.output_topic, limits, s.shadow_output_topic)
+    watcher = None
+    if m.reload_interval_s > 0:
+        watcher = ModelWatcher(
+            Path(m.uri), champion.artifact.content_hash, load_sharing_embedder, m.reload_interval_s, metrics
+        )
     txn_id = s.transactional_id or f"{s.group_id}-{socket.gethostname()}-{os.getpid()}"
-    return GenreService(settings.kafka, s, processor, metrics, txn_id)
+    return GenreService(settings.kafka, s, processor, metrics, txn_id, model_updates=watcher), watcher
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -65,10 +85,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     try:
-        service = build_service(settings, registry)
+        service, watcher = build_service(settings, registry)
     except ModelError as exc:
         logger.error("cannot load model: %s", exc)
         return EXIT_MODEL
+    if watcher is not None:
+        watcher.start()
     health = None
     if settings.service.metrics_port:
         health = HealthServer(registry, service.ready, settings.service.metrics_host, settings.service.metrics_port)
@@ -86,6 +108,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         logger.error("stopped: %s", exc)
         return EXIT_FAILURE
     finally:
+        if watcher is not None:
+            watcher.close()
         if health is not None:
             health.close()
     logger.info("stopped cleanly")

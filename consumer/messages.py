@@ -47,10 +47,13 @@ class OverviewMessage(BaseModel):
 
 
 class ModelRef(BaseModel):
+    """Which model produced a prediction; `role` tells canary and shadow outputs apart."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     version: str
+    role: Literal["champion", "canary", "shadow"] = "champion"
 
 
 class SourceRef(BaseModel):

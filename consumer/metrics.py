@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from consumer.dead_letters import DeadLetter
 from consumer.drift import DriftMonitor
 from consumer.processing import Predicted
+from model.predictor import Prediction
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -46,6 +47,12 @@ class ServiceMetrics:
         )
         self.batches = Counter("batches", "Batches by outcome", ["outcome"], namespace=ns, registry=registry)
         self.retries = Counter("retries", "Batch delivery retries after a failure", namespace=ns, registry=registry)
+        self.producer_replacements = Counter(
+            "producer_replacements",
+            "Transactional producers replaced after a hung call",
+            namespace=ns,
+            registry=registry,
+        )
         self.rebalances = Counter("rebalances", "Rebalance events", ["event"], namespace=ns, registry=registry)
         self.assigned_partitions = Gauge(
             "assigned_partitions", "Partitions currently assigned", namespace=ns, registry=registry
@@ -75,6 +82,34 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.model_reloads = Counter(
+            "model_reloads",
+            "Hot-reload attempts by outcome (loaded, refused)",
+            ["outcome"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.predictions_by_model = Counter(
+            "predictions_by_model",
+            "Predictions per model version and role",
+            ["version", "role"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.shadow_agreement = Counter(
+            "shadow_agreement",
+            "Shadow vs served decision per genre (agree, disagree)",
+            ["genre", "outcome"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.shadow_score_delta = Histogram(
+            "shadow_score_delta",
+            "Mean absolute score difference shadow vs served, per record",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+            namespace=ns,
+            registry=registry,
+        )
         self.drift_score = Gauge(
             "drift_score",
             "PSI of the recent window against the training reference",
@@ -84,15 +119,26 @@ class ServiceMetrics:
         )
 
     def record_batch(
-        self, predicted: Sequence[Predicted], dead: Sequence[DeadLetter], timings: dict[str, float]
+        self,
+        predicted: Sequence[Predicted],
+        dead: Sequence[DeadLetter],
+        timings: dict[str, float],
+        shadow_pairs: Sequence[tuple[Prediction, Prediction]] = (),
     ) -> None:
         """Counts one committed batch."""
         self.predicted.inc(len(predicted))
+        for served, shadow in shadow_pairs:
+            for genre in served.scores:
+                same = (genre in served.genres) == (genre in shadow.genres)
+                self.shadow_agreement.labels(genre=genre, outcome="agree" if same else "disagree").inc()
+            deltas = [abs(score - shadow.scores.get(genre, 0.0)) for genre, score in served.scores.items()]
+            self.shadow_score_delta.observe(sum(deltas) / max(1, len(deltas)))
         for d in dead:
             self.dead_letters.labels(reason=d.reason.value).inc()
         for stage, seconds in timings.items():
             self.stage_seconds.labels(stage=stage).observe(seconds)
         for p in predicted:
+            self.predictions_by_model.labels(version=p.model.version, role=p.model.role).inc()
             text = p.item.text
             if self.drift is not None:
                 self.drift.observe(text, p.prediction.scores)

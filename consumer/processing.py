@@ -12,6 +12,7 @@ from typing import Protocol
 from consumer.dead_letters import DeadLetter, FailureReason
 from consumer.decoding import DecodedOverview, DecodeLimits, decode
 from consumer.messages import GenrePrediction, ModelRef, SourceRef
+from consumer.models import ModelSet, Role
 from consumer.records import InputRecord, OutputRecord
 from model.predictor import Prediction
 
@@ -34,6 +35,7 @@ class PredictorLike(Protocol):
 class Predicted:
     item: DecodedOverview
     prediction: Prediction
+    model: ModelRef
 
 
 @dataclass(frozen=True)
@@ -44,55 +46,105 @@ class BatchResult:
     predicted: list[Predicted]
     dead_letters: list[DeadLetter]
     timings: dict[str, float] = field(default_factory=dict)
+    shadow_outputs: list[OutputRecord] = field(default_factory=list)
+    shadow_pairs: list[tuple[Prediction, Prediction]] = field(default_factory=list)
+    """(served, shadow) predictions of the same records, for agreement metrics."""
 
 
 class BatchProcessor:
     """Turns a batch of input records into output records and dead letters.
 
     Args:
-        predictor: the model.
+        models: the served models (a bare predictor means a champion alone).
         output_topic: where predictions go.
         limits: input validation limits.
+        shadow_topic: where shadow predictions go (when the model set has a shadow).
         clock: monotonic seconds, injectable for tests.
     """
 
     def __init__(
         self,
-        predictor: PredictorLike,
+        models: ModelSet | PredictorLike,
         output_topic: str,
         limits: DecodeLimits,
+        shadow_topic: str = "",
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.predictor = predictor
+        self.models = models if isinstance(models, ModelSet) else ModelSet(models)
         self.output_topic = output_topic
+        self.shadow_topic = shadow_topic or f"{output_topic}.shadow"
         self.limits = limits
         self._clock = clock
 
+    @property
+    def predictor(self) -> PredictorLike:
+        """The champion: the version named in dead letters."""
+        return self.models.champion
+
+    def swap(self, models: ModelSet) -> None:
+        """Replaces the model set; called by the service between batches only."""
+        self.models = models
+
     def process(self, records: Sequence[InputRecord]) -> BatchResult:
+        models = self.models  # one set for the whole batch, even if a swap is pending
         t0 = self._clock()
         valid: list[DecodedOverview] = []
         dead: list[DeadLetter] = []
         for record in records:
             decoded = decode(record, self.limits)
-            (dead if isinstance(decoded, DeadLetter) else valid).append(decoded)  # type: ignore[arg-type]
+            if isinstance(decoded, DeadLetter):
+                dead.append(decoded)
+            else:
+                valid.append(decoded)
         t1 = self._clock()
-        predicted = self._predict_isolating(valid, dead)
+        canary = [v for v in valid if models.routes_to_canary(v.record, v.message.id)]
+        champion = [v for v in valid if not models.routes_to_canary(v.record, v.message.id)]
+        predicted = self._predict_isolating(models.champion, Role.CHAMPION, champion, dead)
+        if models.canary is not None and canary:
+            predicted += self._predict_isolating(models.canary, Role.CANARY, canary, dead)
+        predicted.sort(key=lambda p: (p.item.record.partition, p.item.record.offset))
+        shadow = self._shadow(models, predicted)
         t2 = self._clock()
         now = datetime.now(UTC)
-        model = ModelRef(name=self.predictor.name, version=self.predictor.version)
-        outputs = [self._encode(p, model, now) for p in predicted]
+        outputs = [self._encode(p, now, self.output_topic) for p in predicted]
+        shadow_outputs = [self._encode(p, now, self.shadow_topic) for p, _ in shadow]
         t3 = self._clock()
         dead.sort(key=lambda d: (d.record.partition, d.record.offset))
-        return BatchResult(outputs, predicted, dead, {"decode": t1 - t0, "predict": t2 - t1, "encode": t3 - t2})
+        return BatchResult(
+            outputs,
+            predicted,
+            dead,
+            {"decode": t1 - t0, "predict": t2 - t1, "encode": t3 - t2},
+            shadow_outputs,
+            [(served.prediction, s.prediction) for s, served in shadow],
+        )
 
-    def _predict_isolating(self, items: list[DecodedOverview], dead: list[DeadLetter]) -> list[Predicted]:
-        """Predicts the batch; if the model raises, bisects to dead-letter only the poison record(s)."""
+    def _shadow(self, models: ModelSet, served: list[Predicted]) -> list[tuple[Predicted, Predicted]]:
+        """Shadow predictions of the served records; a shadow failure never affects served outputs."""
+        if models.shadow is None or not served:
+            return []
+        try:
+            shadow = self._predict_all(models.shadow, Role.SHADOW, [p.item for p in served])
+        except Exception as exc:  # the shadow is an experiment: log it, serve on
+            logger.warning("shadow model %s failed on a batch: %s: %s", models.shadow.version, type(exc).__name__, exc)
+            return []
+        return list(zip(shadow, served, strict=True))
+
+    def _predict_all(self, model: PredictorLike, role: Role, items: list[DecodedOverview]) -> list[Predicted]:
+        ref = ModelRef(name=model.name, version=model.version, role=role.value)
+        predictions = model.predict([i.text for i in items])
+        if len(predictions) != len(items):
+            raise RuntimeError(f"model returned {len(predictions)} predictions for {len(items)} texts")
+        return [Predicted(i, p, ref) for i, p in zip(items, predictions, strict=True)]
+
+    def _predict_isolating(
+        self, model: PredictorLike, role: Role, items: list[DecodedOverview], dead: list[DeadLetter]
+    ) -> list[Predicted]:
+        """Predicts the items; if the model raises, bisects to dead-letter only the poison record(s)."""
         if not items:
             return []
         try:
-            predictions = self.predictor.predict([i.text for i in items])
-            if len(predictions) != len(items):
-                raise RuntimeError(f"model returned {len(predictions)} predictions for {len(items)} texts")
+            return self._predict_all(model, role, items)
         except Exception as exc:  # any model failure is isolated to the records that cause it
             if len(items) == 1:
                 record = items[0].record
@@ -106,21 +158,22 @@ class BatchProcessor:
                 dead.append(DeadLetter(record, FailureReason.PREDICTION_FAILED, type(exc).__name__, str(exc)))
                 return []
             mid = len(items) // 2
-            return self._predict_isolating(items[:mid], dead) + self._predict_isolating(items[mid:], dead)
-        return [Predicted(i, p) for i, p in zip(items, predictions, strict=True)]
+            return self._predict_isolating(model, role, items[:mid], dead) + self._predict_isolating(
+                model, role, items[mid:], dead
+            )
 
-    def _encode(self, p: Predicted, model: ModelRef, now: datetime) -> OutputRecord:
+    def _encode(self, p: Predicted, now: datetime, topic: str) -> OutputRecord:
         record, message = p.item.record, p.item.message
         value = GenrePrediction(
             id=message.id,
             title=message.title,
             genres=list(p.prediction.genres),
             scores=p.prediction.scores,
-            model=model,
+            model=p.model,
             source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
             truncated=p.item.truncated,
             processed_at=now,
         )
         # Output key = input key, so per-key ordering and compaction carry over; id as fallback.
         key = record.key if record.key is not None else (message.id.encode() if message.id else None)
-        return OutputRecord(self.output_topic, key, value.model_dump_json().encode())
+        return OutputRecord(topic, key, value.model_dump_json().encode())

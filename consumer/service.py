@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -17,12 +20,19 @@ from consumer.metrics import ServiceMetrics
 from consumer.processing import BatchProcessor, BatchResult
 from consumer.records import InputRecord, OutputRecord, TopicPartition, normalize_headers
 from consumer.settings import KafkaSettings, ServiceSettings
+from model.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "genre-consumer"
 MAX_BACKOFF_S = 30.0
 MONITOR_INTERVAL_S = 2.0
+
+
+class ModelUpdates(Protocol):
+    """Offers a verified new champion, once (`consumer.reload.ModelWatcher`)."""
+
+    def take(self) -> Predictor | None: ...
 
 
 def to_record(msg: Message) -> InputRecord:
@@ -75,6 +85,7 @@ class GenreService:
         metrics: metrics on an injected registry.
         transactional_id: this instance's transactional id (exactly-once mode).
         consumer_factory, producer_factory: client constructors (injectable for tests).
+        model_updates: source of verified new champions (hot reload), swapped in between batches.
     """
 
     def __init__(
@@ -86,14 +97,23 @@ class GenreService:
         transactional_id: str,
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+        model_updates: ModelUpdates | None = None,
     ) -> None:
         self.settings = settings
         self.processor = processor
         self.metrics = metrics
         # Producer first: its config is the one librdkafka may refuse, and a refused consumer
         # would otherwise be left behind reconnecting.
-        self._producer = producer_factory(settings.producer_config(kafka, transactional_id))
-        self._consumer = consumer_factory(settings.consumer_config(kafka))
+        self._producer_factory = producer_factory
+        self._producer_config = settings.producer_config(kafka, transactional_id)
+        self._producer = producer_factory(self._producer_config)
+        self._consumer = consumer_factory(
+            {**settings.consumer_config(kafka), "error_cb": self._on_client_error, "stats_cb": self._on_stats}
+        )
+        # Transactional calls run on a worker so a librdkafka call that ignores its timeout
+        # (send_offsets_to_transaction after a coordinator restart, librdkafka #5456/#5511) cannot
+        # hang the service; see _bounded.
+        self._txn_worker = ThreadPoolExecutor(1, thread_name_prefix="txn")
         self._batch = BatchBuilder(settings.batch_size, settings.batch_max_wait_ms / 1000)
         self._stop = threading.Event()
         self._assigned: set[TopicPartition] = set()
@@ -101,9 +121,13 @@ class GenreService:
         self._delivery_errors: list[KafkaError] = []
         self._failures = 0
         self._timeout = settings.delivery_timeout_s + 5.0
+        self._hang_deadline_s = self._timeout + 10.0  # beyond every timeout librdkafka was given
+        self._txn_ready = False
+        self._unavailable_since: float | None = None
         # Next offset to process per partition: the first record seen, then each delivered batch's end.
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
+        self._model_updates = model_updates
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -127,7 +151,14 @@ class GenreService:
         """Runs until `stop()`; raises `ServiceError` on persistent or fatal failure."""
         s = self.settings
         if s.exactly_once:
-            self._producer.init_transactions(self._timeout)
+            try:
+                self._bounded("init_transactions", self._producer.init_transactions, self._timeout)
+            except KafkaException as exc:
+                self._close()
+                raise ServiceError(
+                    f"cannot initialise transactions (is the cluster reachable?): {exc.args[0]}"
+                ) from exc
+            self._txn_ready = True
         self._consumer.subscribe(
             [s.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -143,9 +174,11 @@ class GenreService:
         )
         try:
             while not self._stop.is_set():
+                self._check_available()
                 self._poll_once()
                 if self._batch.is_due():
                     self._handle(self._batch.drain())
+                self._swap_model()
                 self._monitor()
             if len(self._batch):
                 logger.info("stopping: finishing the last batch of %d record(s)", len(self._batch))
@@ -156,6 +189,7 @@ class GenreService:
     def _close(self) -> None:
         try:
             self._producer.flush(self._timeout)
+            self._txn_worker.shutdown(wait=False)
         finally:
             # close() commits nothing (auto-commit is off) and leaves the group promptly.
             self._consumer.close()
@@ -224,7 +258,7 @@ class GenreService:
         self.metrics.batches.labels(outcome="committed").inc()
         self.metrics.batch_size.observe(len(records))
         result.timings["deliver"] = time.perf_counter() - started - sum(result.timings.values())
-        self.metrics.record_batch(result.predicted, result.dead_letters, result.timings)
+        self.metrics.record_batch(result.predicted, result.dead_letters, result.timings, result.shadow_pairs)
         for r in records:
             if r.timestamp_ms is not None:
                 self.metrics.end_to_end_seconds.observe(max(0.0, done - r.timestamp_ms / 1000))
@@ -258,7 +292,7 @@ class GenreService:
             d.to_output(self.settings.dead_letter_topic, SERVICE_NAME, self.processor.predictor.version)
             for d in result.dead_letters
         ]
-        return result.outputs + dlq
+        return result.outputs + result.shadow_outputs + dlq
 
     def _produce(self, out: OutputRecord) -> None:
         while True:
@@ -281,13 +315,19 @@ class GenreService:
 
     def _deliver_transaction(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
         """begin → produce outputs and dead letters → send offsets → commit, all or nothing."""
-        p = self._producer
         self._delivery_errors.clear()
         try:
+            if not self._txn_ready:
+                # A new producer (or one whose init timed out: "retry call to resume").
+                self._bounded("init_transactions", self._producer.init_transactions, self._timeout)
+                self._txn_ready = True
+            p = self._producer
             p.begin_transaction()
             for out in self._all_outputs(result):
                 self._produce(out)
-            p.send_offsets_to_transaction(
+            self._bounded(
+                "send_offsets_to_transaction",
+                p.send_offsets_to_transaction,
                 [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()],
                 self._consumer.consumer_group_metadata(),
                 self._timeout,
@@ -304,7 +344,9 @@ class GenreService:
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                self._producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+                self._bounded(
+                    "commit_transaction", self._producer.commit_transaction, max(1.0, deadline - time.monotonic())
+                )
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -313,7 +355,32 @@ class GenreService:
                     continue
                 raise
 
+    def _bounded(self, what: str, call: Callable[..., None], *args: Any) -> None:
+        """Runs a blocking transactional call with a hard deadline.
+
+        Raises:
+            KafkaException: what the call raised.
+            TransactionError: the call outlived its deadline; the producer was replaced by a new one
+                with the same transactional.id, which fences the stuck one and aborts its transaction.
+        """
+        future = self._txn_worker.submit(call, *args)
+        try:
+            future.result(timeout=self._hang_deadline_s)
+        except FutureTimeout as exc:
+            self._replace_producer(what)
+            raise TransactionError(f"{what} hung past {self._hang_deadline_s:.0f}s; producer replaced") from exc
+
+    def _replace_producer(self, what: str) -> None:
+        logger.error("%s did not return: replacing the transactional producer (the stuck one is abandoned)", what)
+        self._txn_worker.shutdown(wait=False)  # its thread stays inside the stuck call
+        self._txn_worker = ThreadPoolExecutor(1, thread_name_prefix="txn")
+        self._producer = self._producer_factory(self._producer_config)
+        self._txn_ready = False  # init_transactions runs before the next batch (it fences the stuck one)
+        self.metrics.producer_replacements.inc()
+
     def _abort(self) -> None:
+        if not self._txn_ready:
+            return  # nothing was begun on a producer that is not initialised
         try:
             self._producer.abort_transaction(self._timeout)
         except KafkaException as exc:
@@ -357,6 +424,45 @@ class GenreService:
                     exc.args[0],
                     extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
                 )
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback: marks the cluster unreachable when every broker is down."""
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self._unavailable_since is None:
+            self._unavailable_since = time.monotonic()
+            logger.warning("all brokers down: %s (waiting up to %.0fs)", err, self.settings.max_unavailable_s)
+
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics callback: any broker UP means the cluster is reachable again."""
+        if self._unavailable_since is None:
+            return
+        try:
+            brokers = json.loads(stats_json).get("brokers", {})
+        except ValueError:
+            return
+        if any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers.values()):
+            logger.info("cluster reachable again after %.0fs", time.monotonic() - self._unavailable_since)
+            self._unavailable_since = None
+
+    def _check_available(self) -> None:
+        if self._unavailable_since is None:
+            return
+        down = time.monotonic() - self._unavailable_since
+        if down > self.settings.max_unavailable_s:
+            raise ServiceError(
+                f"Kafka cluster unreachable for {down:.0f}s (GENRE_MAX_UNAVAILABLE_S={self.settings.max_unavailable_s:.0f})"
+            )
+
+    def _swap_model(self) -> None:
+        """Between batches only: no record is ever processed by two versions or skipped by a swap."""
+        if self._model_updates is None:
+            return
+        new = self._model_updates.take()
+        if new is None:
+            return
+        old = self.processor.predictor.version
+        self.processor.swap(self.processor.models.with_champion(new))
+        self.metrics.model_info.info({"name": new.name, "version": new.version, "backend": new.backend})
+        logger.info("champion swapped %s -> %s", old, new.version)
 
     def _monitor(self) -> None:
         """Every few seconds: lag per partition (cached watermarks, no broker round trip) and drift."""

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from consumer.models import CanaryBy
 from model.embedder import Backend
 from model.predictor import DEFAULT_ARTIFACT
 
@@ -123,6 +124,7 @@ class ServiceSettings(_EnvSettings):
     input_topic: str = "overviews"
     output_topic: str = "genres"
     dlq_topic: str = Field(default="", description="dead-letter topic; empty means '<input_topic>.dlq'")
+    shadow_topic: str = Field(default="", description="shadow model outputs; empty means '<output_topic>.shadow'")
     group_id: str = "genre-classifier"
     processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.EXACTLY_ONCE
     transactional_id: str = Field(
@@ -138,6 +140,9 @@ class ServiceSettings(_EnvSettings):
     overlong_policy: OverlongPolicy = OverlongPolicy.TRUNCATE
     delivery_timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=10, ge=0, description="consecutive failed batches before exiting")
+    max_unavailable_s: float = Field(
+        default=300.0, gt=0, description="exit non-zero when no broker was reachable for this long"
+    )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables the HTTP server")
     metrics_host: str = "0.0.0.0"
     log_format: Literal["text", "json"] = "text"
@@ -148,12 +153,16 @@ class ServiceSettings(_EnvSettings):
         return self.dlq_topic or f"{self.input_topic}.dlq"
 
     @property
+    def shadow_output_topic(self) -> str:
+        return self.shadow_topic or f"{self.output_topic}.shadow"
+
+    @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
 
     @model_validator(mode="after")
     def _topics_distinct(self) -> Self:
-        topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
+        topics = [self.input_topic, self.output_topic, self.dead_letter_topic, self.shadow_output_topic]
         if len(set(topics)) != len(topics):
             raise ValueError(f"input, output and dead-letter topics must differ, got {topics}")
         if self.batch_max_wait_ms >= self.max_poll_interval_ms:
@@ -173,6 +182,8 @@ class ServiceSettings(_EnvSettings):
                 "max.poll.interval.ms": self.max_poll_interval_ms,
                 "session.timeout.ms": self.session_timeout_ms,
                 "enable.partition.eof": False,
+                # Drives the reachability check (stats_cb): a broker seen UP again clears an outage.
+                "statistics.interval.ms": 5000,
             }
         )
         config.update(kafka.extra)
@@ -210,6 +221,11 @@ class ModelSettings(_EnvSettings):
     backend: Backend = Backend.AUTO
     device: Literal["auto", "cpu", "cuda"] = "auto"
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
+    reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
+    shadow_uri: str = Field(default="", description="artifact folder of a shadow model (outputs to the shadow topic)")
+    canary_uri: str = Field(default="", description="artifact folder of a canary model (serves canary_share)")
+    canary_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    canary_by: CanaryBy = CanaryBy.KEY
 
 
 class Settings(_EnvSettings):

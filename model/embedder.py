@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -133,6 +134,8 @@ class SentenceEmbedder:
         self.device = device
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
+        self._memo: tuple[tuple[str, ...], npt.NDArray[np.float32]] | None = None
+        self._memo_lock = threading.Lock()
 
     def load(self) -> SentenceEmbedder:
         """Loads the encoder from local files only; returns self."""
@@ -167,11 +170,25 @@ class SentenceEmbedder:
         return hasattr(self, "model_")
 
     def transform(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Embeds texts into an (n, dimension) float32 array of unit vectors."""
+        """Embeds texts into an (n, dimension) float32 array of unit vectors.
+
+        The last call's result is remembered, so heads sharing this embedder (a shadow model beside
+        the champion) embed a batch once.
+        """
         if not self.is_loaded:
             self.load()
         if not texts:
             return np.zeros((0, self.ref_.dimension), dtype=np.float32)
+        key = tuple(texts)
+        with self._memo_lock:
+            if self._memo is not None and self._memo[0] == key:
+                return self._memo[1]
+        vectors = self._encode(key)
+        with self._memo_lock:
+            self._memo = (key, vectors)
+        return vectors
+
+    def _encode(self, texts: tuple[str, ...]) -> npt.NDArray[np.float32]:
         vectors = self.model_.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -179,4 +196,6 @@ class SentenceEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        out = np.asarray(vectors, dtype=np.float32)
+        out.flags.writeable = False  # shared through the memo
+        return out

@@ -87,6 +87,7 @@ def load_predictor(
     backend: Backend | str = Backend.AUTO,
     device: str = "auto",
     batch_size: int = 32,
+    embedder: SentenceEmbedder | None = None,
 ) -> Predictor:
     """Loads a predictor from an artifact folder.
 
@@ -96,14 +97,28 @@ def load_predictor(
         backend: embedding backend, see `Backend`.
         device: `cpu`, `cuda` or `auto`.
         batch_size: encoder forward-pass size.
+        embedder: an already loaded embedder to share (hot reload, shadow and canary heads); the
+            artifact must have been trained on the same embedding model, else it is refused.
     """
     location = Path(uri)
     if not location.exists():
         raise ArtifactNotFoundError(f"model location {uri} does not exist")
     artifact = load_artifact(location)
-    embedder = SentenceEmbedder(
-        embedding_model or artifact.embedding.model_id, backend=backend, device=device, batch_size=batch_size
-    )
+    if embedder is None:
+        embedder = SentenceEmbedder(
+            embedding_model or artifact.embedding.model_id, backend=backend, device=device, batch_size=batch_size
+        )
     predictor = Predictor(artifact, embedder)
     logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)
     return predictor
+
+
+SMOKE_TEXT = "A retired detective is pulled back for one last case when a killer starts copying his old files."
+
+
+def smoke_check(predictor: Predictor) -> None:
+    """One real prediction: a new model must produce valid scores before it may serve."""
+    [prediction] = predictor.predict([SMOKE_TEXT])
+    scores = list(prediction.scores.values())
+    if len(scores) != len(predictor.labels) or not all(0.0 <= s <= 1.0 for s in scores) or not prediction.genres:
+        raise ArtifactMismatchError(f"{predictor.name}@{predictor.version} failed its smoke prediction: {prediction}")

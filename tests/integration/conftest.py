@@ -13,14 +13,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from prometheus_client import CollectorRegistry
 
 from consumer.decoding import DecodeLimits
 from consumer.metrics import ServiceMetrics
+from consumer.models import ModelSet
 from consumer.processing import BatchProcessor
-from consumer.service import GenreService
+from consumer.service import GenreService, ModelUpdates
 from consumer.settings import KafkaSettings, ServiceSettings
 from model.predictor import Predictor, load_predictor
 from producer_tools import clients
@@ -104,18 +105,21 @@ def service_settings(t: Topics, **changes: Any) -> ServiceSettings:
 def running_service(
     kafka: KafkaSettings,
     settings: ServiceSettings,
-    predictor: Predictor,
+    predictor: Predictor | ModelSet,
     name: str = "svc",
     metrics: ServiceMetrics | None = None,
+    model_updates: ModelUpdates | None = None,
 ) -> Iterator[GenreService]:
     """Runs a service in a thread; on exit stops it, joins, and re-raises anything it raised."""
-    processor = BatchProcessor(
-        predictor,
-        settings.output_topic,
-        DecodeLimits(settings.max_value_bytes, settings.max_overview_chars, settings.overlong_policy),
-    )
+    limits = DecodeLimits(settings.max_value_bytes, settings.max_overview_chars, settings.overlong_policy)
+    processor = BatchProcessor(predictor, settings.output_topic, limits, settings.shadow_output_topic)
     service = GenreService(
-        kafka, settings, processor, metrics or ServiceMetrics(CollectorRegistry()), f"{settings.group_id}-{name}"
+        kafka,
+        settings,
+        processor,
+        metrics or ServiceMetrics(CollectorRegistry()),
+        f"{settings.group_id}-{name}",
+        model_updates=model_updates,
     )
     failure: list[BaseException] = []
 
@@ -145,7 +149,10 @@ def wait_for(kafka: KafkaSettings, t: Topics, handled: int, timeout_s: float = 2
     """
     deadline = time.monotonic() + timeout_s
     while handled and time.monotonic() < deadline:
-        committed, _ = committed_offsets(kafka, t)
+        try:
+            committed, _ = committed_offsets(kafka, t)
+        except KafkaException:  # a broker restarting or killed on purpose: ask again
+            committed = []
         if sum(max(0, c) for c in committed) >= handled:
             break
         time.sleep(0.5)

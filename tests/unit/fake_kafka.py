@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,8 @@ class FakeProducer:
     pending_offsets: dict[int, int] = field(default_factory=dict)
     fail_commits: list[KafkaError] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    hang_send_offsets: threading.Event | None = None
+    """When set, send_offsets_to_transaction blocks until the event is set (a librdkafka hang)."""
 
     def init_transactions(self, timeout: float) -> None:
         self.calls.append("init")
@@ -117,6 +120,9 @@ class FakeProducer:
         self.pending.append((topic, key, value))
 
     def send_offsets_to_transaction(self, offsets: list[KafkaTopicPartition], metadata: str, timeout: float) -> None:
+        if self.hang_send_offsets is not None:
+            self.hang_send_offsets.wait()
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True))
         self.pending_offsets = {tp.partition: tp.offset for tp in offsets}
 
     def commit_transaction(self, timeout: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -141,3 +142,29 @@ def test_slow_batches_shrink_to_stay_inside_the_poll_interval() -> None:
     run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 12)
     assert service._batch.max_size == 1
     assert producer.committed_offsets == {0: 12}
+
+
+def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing() -> None:
+    consumer = FakeConsumer("in", {0: values(8)})
+    release = threading.Event()
+    stuck, fresh = FakeProducer(hang_send_offsets=release), FakeProducer()
+    producers = iter([stuck, fresh])
+    s = ServiceSettings(input_topic="in", output_topic="out", batch_size=4, batch_max_wait_ms=0)
+    service = GenreService(
+        KafkaSettings(),
+        s,
+        BatchProcessor(Model(), "out", DecodeLimits()),
+        ServiceMetrics(CollectorRegistry()),
+        "txn",
+        consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
+        producer_factory=lambda _: next(producers),  # type: ignore[arg-type,return-value]
+    )
+    service._hang_deadline_s = 0.5
+    try:
+        run_until(service, consumer, lambda: fresh.committed_offsets.get(0) == 8)
+    finally:
+        release.set()
+    assert stuck.committed_offsets == {} and fresh.calls[0] == "init"
+    outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in fresh.committed_records if t == "out")
+    assert outputs == list(range(8)) and consumer.seeks[0] == (0, 0)
+    assert service.metrics.registry.get_sample_value("genre_producer_replacements_total") == 1
