@@ -102,18 +102,24 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    code = EXIT_OK
     try:
         service.run()
+        logger.info("stopped cleanly")
     except ServiceError as exc:
         logger.error("stopped: %s", exc)
-        return EXIT_FAILURE
+        code = EXIT_FAILURE
     finally:
         if watcher is not None:
             watcher.close()
         if health is not None:
             health.close()
-    logger.info("stopped cleanly")
-    return EXIT_OK
+    if service.abandoned_producers:
+        # A replaced producer may still sit inside a hung librdkafka call; its finalizer could
+        # block interpreter shutdown, so leave without running finalizers (logs are flushed).
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

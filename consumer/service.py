@@ -7,8 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -110,10 +108,6 @@ class GenreService:
         self._consumer = consumer_factory(
             {**settings.consumer_config(kafka), "error_cb": self._on_client_error, "stats_cb": self._on_stats}
         )
-        # Transactional calls run on a worker so a librdkafka call that ignores its timeout
-        # (send_offsets_to_transaction after a coordinator restart, librdkafka #5456/#5511) cannot
-        # hang the service; see _bounded.
-        self._txn_worker = ThreadPoolExecutor(1, thread_name_prefix="txn")
         self._batch = BatchBuilder(settings.batch_size, settings.batch_max_wait_ms / 1000)
         self._stop = threading.Event()
         self._assigned: set[TopicPartition] = set()
@@ -124,6 +118,7 @@ class GenreService:
         self._hang_deadline_s = self._timeout + 10.0  # beyond every timeout librdkafka was given
         self._txn_ready = False
         self._unavailable_since: float | None = None
+        self.abandoned_producers: list[Producer] = []
         # Next offset to process per partition: the first record seen, then each delivered batch's end.
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
@@ -189,7 +184,6 @@ class GenreService:
     def _close(self) -> None:
         try:
             self._producer.flush(self._timeout)
-            self._txn_worker.shutdown(wait=False)
         finally:
             # close() commits nothing (auto-commit is off) and leaves the group promptly.
             self._consumer.close()
@@ -363,17 +357,30 @@ class GenreService:
             TransactionError: the call outlived its deadline; the producer was replaced by a new one
                 with the same transactional.id, which fences the stuck one and aborts its transaction.
         """
-        future = self._txn_worker.submit(call, *args)
-        try:
-            future.result(timeout=self._hang_deadline_s)
-        except FutureTimeout as exc:
+        # A daemon thread per call: a call that never returns (librdkafka #5456/#5511, e.g.
+        # send_offsets_to_transaction after a coordinator restart) must neither hang the service
+        # nor keep the process from exiting.
+        failure: list[BaseException] = []
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                call(*args)
+            except BaseException as exc:  # handed to the caller's thread below
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name=f"txn-{what}", daemon=True).start()
+        if not done.wait(self._hang_deadline_s):
             self._replace_producer(what)
-            raise TransactionError(f"{what} hung past {self._hang_deadline_s:.0f}s; producer replaced") from exc
+            raise TransactionError(f"{what} hung past {self._hang_deadline_s:.0f}s; producer replaced")
+        if failure:
+            raise failure[0]
 
     def _replace_producer(self, what: str) -> None:
         logger.error("%s did not return: replacing the transactional producer (the stuck one is abandoned)", what)
-        self._txn_worker.shutdown(wait=False)  # its thread stays inside the stuck call
-        self._txn_worker = ThreadPoolExecutor(1, thread_name_prefix="txn")
+        self.abandoned_producers.append(self._producer)  # never touched again: its call may still be inside
         self._producer = self._producer_factory(self._producer_config)
         self._txn_ready = False  # init_transactions runs before the next batch (it fences the stuck one)
         self.metrics.producer_replacements.inc()
