@@ -97,6 +97,8 @@ class BatchProcessor:
             else:
                 valid.append(decoded)
         t1 = self._clock()
+        clocks = [m for m in (models.champion, models.canary, models.shadow) if m is not None]
+        before = [dict(getattr(m, "stage_seconds", {})) for m in clocks]
         canary = [v for v in valid if models.routes_to_canary(v.record, v.message.id)]
         champion = [v for v in valid if not models.routes_to_canary(v.record, v.message.id)]
         predicted = self._predict_isolating(models.champion, Role.CHAMPION, champion, dead)
@@ -110,11 +112,16 @@ class BatchProcessor:
         shadow_outputs = [self._encode(p, now, self.shadow_topic) for p, _ in shadow]
         t3 = self._clock()
         dead.sort(key=lambda d: (d.record.partition, d.record.offset))
+        timings = {"decode": t1 - t0, "predict": t2 - t1, "encode": t3 - t2}
+        # Models that keep per-stage clocks (the real predictor) split "predict" into embed/classify.
+        for model, start in zip(clocks, before, strict=True):
+            for stage, seconds in getattr(model, "stage_seconds", {}).items():
+                timings[stage] = timings.get(stage, 0.0) + seconds - start.get(stage, 0.0)
         return BatchResult(
             outputs,
             predicted,
             dead,
-            {"decode": t1 - t0, "predict": t2 - t1, "encode": t3 - t2},
+            timings,
             shadow_outputs,
             [(served.prediction, s.prediction) for s, served in shadow],
         )

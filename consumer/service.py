@@ -119,6 +119,7 @@ class GenreService:
         self._txn_ready = False
         self._unavailable_since: float | None = None
         self.abandoned_producers: list[Producer] = []
+        self._produce_seconds = 0.0
         # Next offset to process per partition: the first record seen, then each delivered batch's end.
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
@@ -192,8 +193,14 @@ class GenreService:
     # -- polling ----------------------------------------------------------------------------------
 
     def _poll_once(self) -> None:
-        timeout = min(1.0, self._batch.remaining_s()) if len(self._batch) else 1.0
-        messages = self._consumer.consume(num_messages=max(1, self._batch.room), timeout=timeout)
+        if len(self._batch):
+            # Fill the batch until it is full or its time bound is reached.
+            messages = self._consumer.consume(num_messages=max(1, self._batch.room), timeout=self._batch.remaining_s())
+        else:
+            # consume(n, t) waits for n messages or t; the first record of a batch must not wait
+            # for companions, so poll for it (returns as soon as one arrives; ≤ 1 s keeps stop() prompt).
+            first = self._consumer.poll(1.0)
+            messages = [first] if first is not None else []
         records = []
         for msg in messages:
             err = msg.error()
@@ -223,6 +230,7 @@ class GenreService:
         result = self.processor.process(records)
         self._bound_batch_time(time.perf_counter() - started)
         offsets = next_offsets(records)
+        delivered = time.perf_counter()
         try:
             if self.settings.exactly_once:
                 self._deliver_transaction(result, offsets)
@@ -251,7 +259,7 @@ class GenreService:
         done = time.time()
         self.metrics.batches.labels(outcome="committed").inc()
         self.metrics.batch_size.observe(len(records))
-        result.timings["deliver"] = time.perf_counter() - started - sum(result.timings.values())
+        result.timings["commit"] = time.perf_counter() - delivered - self._produce_seconds
         self.metrics.record_batch(result.predicted, result.dead_letters, result.timings, result.shadow_pairs)
         for r in records:
             if r.timestamp_ms is not None:
@@ -288,6 +296,13 @@ class GenreService:
         ]
         return result.outputs + result.shadow_outputs + dlq
 
+    def _produce_all(self, result: BatchResult) -> None:
+        started = time.perf_counter()
+        for out in self._all_outputs(result):
+            self._produce(out)
+        self._produce_seconds = time.perf_counter() - started
+        result.timings["produce"] = self._produce_seconds
+
     def _produce(self, out: OutputRecord) -> None:
         while True:
             try:
@@ -317,8 +332,7 @@ class GenreService:
                 self._txn_ready = True
             p = self._producer
             p.begin_transaction()
-            for out in self._all_outputs(result):
-                self._produce(out)
+            self._produce_all(result)
             self._bounded(
                 "send_offsets_to_transaction",
                 p.send_offsets_to_transaction,
@@ -399,8 +413,7 @@ class GenreService:
     def _deliver_then_commit(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
         """At-least-once: produce, wait for every acknowledgement, then commit offsets."""
         self._delivery_errors.clear()
-        for out in self._all_outputs(result):
-            self._produce(out)
+        self._produce_all(result)
         remaining = self._producer.flush(self._timeout)
         if remaining or self._delivery_errors:
             first = self._delivery_errors[0] if self._delivery_errors else "timeout"

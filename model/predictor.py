@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ class Predictor:
     def __init__(self, artifact: ModelArtifact, embedder: SentenceEmbedder) -> None:
         self.artifact = artifact
         self.embedder = embedder
+        self.stage_seconds: dict[str, float] = {"embed": 0.0, "classify": 0.0}
+        """Cumulative seconds per stage; readers take differences."""
         if not embedder.is_loaded:
             embedder.load()
         expected, actual = artifact.embedding, embedder.ref_
@@ -64,9 +67,14 @@ class Predictor:
         return self.artifact.head.labels
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """One prediction per text, in order."""
+        """One prediction per text, in order. Adds the time spent to `stage_seconds` (embed, classify)."""
+        started = time.perf_counter()
         vectors = self.embedder.transform(texts)
-        return self.predict_embeddings(vectors)
+        embedded = time.perf_counter()
+        out = self.predict_embeddings(vectors)
+        self.stage_seconds["embed"] += embedded - started
+        self.stage_seconds["classify"] += time.perf_counter() - embedded
+        return out
 
     def predict_embeddings(self, vectors: np.ndarray) -> list[Prediction]:
         head = self.artifact.head

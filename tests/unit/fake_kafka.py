@@ -75,6 +75,10 @@ class FakeConsumer:
             self.position[p] = start + len(take)
         return out
 
+    def poll(self, timeout: float) -> FakeMessage | None:
+        got = self.consume(1, timeout)
+        return got[0] if got else None
+
     def revoke(self, partitions: list[int]) -> None:
         self.callbacks["on_revoke"](self, [KafkaTopicPartition(self.topic, p) for p in partitions])
 

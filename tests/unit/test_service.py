@@ -121,9 +121,9 @@ def test_revoke_drops_buffered_records_of_those_partitions() -> None:
 
     def step(c: FakeConsumer) -> None:
         state["n"] += 1
-        if state["n"] == 2:  # records are buffered, the batch is not due yet
+        if state["n"] == 3:  # both partitions' records are buffered, the batch is not due yet
             c.revoke([1])
-        if state["n"] == 3:
+        if state["n"] == 4:
             service.stop()
 
     consumer.on_consume = step
