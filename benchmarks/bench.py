@@ -29,6 +29,7 @@ from consumer.settings import KafkaSettings
 from model.embedder import Backend, SentenceEmbedder
 from model.predictor import load_predictor
 from producer_tools import clients
+from producer_tools.send import encode, send
 from producer_tools.topics import create_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,20 +109,8 @@ class Run:
 
     def produce(self, messages: Sequence[dict[str, str]], rate: float | None = None) -> None:
         producer = Producer({**self.kafka.client_config(), "linger.ms": 20 if rate is None else 0})
-        started = time.monotonic()
-        for i, m in enumerate(messages):
-            if rate:
-                delay = started + i / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            while True:
-                try:
-                    producer.produce(self.input, json.dumps(m).encode(), key=(m.get("id") or None))
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
-        assert producer.flush(60) == 0
+        report = send(producer, self.input, map(encode, messages), rate=rate, progress=False)
+        assert report.failed == 0, report.first_error
 
     def committed(self) -> int:
         c = Consumer({**self.kafka.client_config(), "group.id": self.group})

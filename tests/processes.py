@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.integration.conftest import Topics
 
 BIN = Path(sys.executable).parent
 KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
@@ -22,6 +23,20 @@ def clean_env(**values: str) -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env.update(values)
     return env
+
+
+def service_env(kafka_env: dict[str, str], t: Topics, **extra: str) -> dict[str, str]:
+    """Environment of a `genre-consumer` process on the test's topics (metrics off, short batch wait)."""
+    return clean_env(
+        **kafka_env,
+        GENRE_INPUT_TOPIC=t.input,
+        GENRE_OUTPUT_TOPIC=t.output,
+        GENRE_DLQ_TOPIC=t.dlq,
+        GENRE_GROUP_ID=t.group,
+        GENRE_METRICS_PORT="0",
+        GENRE_BATCH_MAX_WAIT_MS="50",
+        **extra,
+    )
 
 
 def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -15,18 +15,13 @@ import pytest
 from consumer.settings import KafkaSettings
 from tests.conftest import ROOT
 from tests.integration.conftest import Topics, committed_offsets, overview_records, produce, wait_for
-from tests.processes import BIN, clean_env, start_consumer, stop, wait_for_log
+from tests.processes import BIN, clean_env, service_env, start_consumer, stop, wait_for_log
 
 
 def consumer_env(kafka: KafkaSettings, t: Topics, **extra: str) -> dict[str, str]:
-    return clean_env(
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        GENRE_INPUT_TOPIC=t.input,
-        GENRE_OUTPUT_TOPIC=t.output,
-        GENRE_DLQ_TOPIC=t.dlq,
-        GENRE_GROUP_ID=t.group,
-        GENRE_METRICS_PORT="0",
-        GENRE_BATCH_MAX_WAIT_MS="50",
+    return service_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers},
+        t,
         GENRE_SESSION_TIMEOUT_MS="10000",
         GENRE_TRANSACTION_TIMEOUT_MS="15000",
         **extra,

@@ -20,20 +20,15 @@ from producer_tools import clients
 from producer_tools.audit import AuditReport
 from producer_tools.topics import create_topics
 from tests.integration.conftest import Topics, committed_offsets, overview_records, produce, wait_for
-from tests.processes import LocalCluster, clean_env, start_consumer, stop, wait_for_log
+from tests.processes import LocalCluster, service_env, start_consumer, stop, wait_for_log
 
 ASSIGNED = r"assigned .*\[\d+\]"
 
 
 def env_for(bootstrap: str, t: Topics, slot: int = 0, **extra: str) -> dict[str, str]:
-    return clean_env(
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        GENRE_INPUT_TOPIC=t.input,
-        GENRE_OUTPUT_TOPIC=t.output,
-        GENRE_DLQ_TOPIC=t.dlq,
-        GENRE_GROUP_ID=t.group,
-        GENRE_METRICS_PORT="0",
-        GENRE_BATCH_MAX_WAIT_MS="50",
+    return service_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap},
+        t,
         GENRE_SESSION_TIMEOUT_MS="6000",
         GENRE_TRANSACTION_TIMEOUT_MS="20000",
         # One stable id per replica slot: a restart fences its killed predecessor at once.

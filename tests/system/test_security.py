@@ -15,7 +15,7 @@ from consumer.settings import KafkaSettings
 from producer_tools import clients
 from producer_tools.topics import create_topics
 from tests.integration.conftest import Topics, overview_records, produce, wait_for
-from tests.processes import LocalCluster, clean_env, start_consumer, stop, wait_for_log
+from tests.processes import LocalCluster, service_env, start_consumer, stop, wait_for_log
 
 
 def cluster_metadata(config: dict[str, str | int]) -> None:
@@ -49,15 +49,7 @@ def test_secured_broker_refuses_strangers_and_serves_the_service(
     create_topics(clients.admin(kafka), [t.input, t.output, t.dlq], 2)
     produce(kafka, t.input, overview_records(real_overviews.iloc[:200]))
     log = tmp_path / "consumer.log"
-    env = clean_env(
-        **creds,
-        GENRE_INPUT_TOPIC=t.input,
-        GENRE_OUTPUT_TOPIC=t.output,
-        GENRE_DLQ_TOPIC=t.dlq,
-        GENRE_GROUP_ID=t.group,
-        GENRE_METRICS_PORT="0",
-        GENRE_LOG_LEVEL="DEBUG",
-    )
+    env = service_env(creds, t, GENRE_LOG_LEVEL="DEBUG")
     proc = start_consumer(env, log)
     try:
         wait_for_log(log, r"assigned .*\[\d\]")
