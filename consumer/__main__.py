@@ -58,7 +58,6 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
     s = settings.service
     limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy)
     metrics = ServiceMetrics(registry, drift=DriftMonitor(champion.artifact.reference, champion.labels))
-    metrics.model_info.info({"name": champion.name, "version": champion.version, "backend": champion.backend})
     processor = BatchProcessor(models, s.output_topic, limits, s.shadow_output_topic)
     watcher = None
     if m.reload_interval_s > 0:

@@ -124,6 +124,7 @@ class GenreService:
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
         self._model_updates = model_updates
+        self._publish_model_info()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -472,6 +473,11 @@ class GenreService:
                 f"Kafka cluster unreachable for {down:.0f}s (GENRE_MAX_UNAVAILABLE_S={self.settings.max_unavailable_s:.0f})"
             )
 
+    def _publish_model_info(self) -> None:
+        champion = self.processor.predictor
+        backend = str(getattr(champion, "backend", "unknown"))
+        self.metrics.model_info.info({"name": champion.name, "version": champion.version, "backend": backend})
+
     def _swap_model(self) -> None:
         """Between batches only: no record is ever processed by two versions or skipped by a swap."""
         if self._model_updates is None:
@@ -481,7 +487,7 @@ class GenreService:
             return
         old = self.processor.predictor.version
         self.processor.swap(self.processor.models.with_champion(new))
-        self.metrics.model_info.info({"name": new.name, "version": new.version, "backend": new.backend})
+        self._publish_model_info()
         logger.info("champion swapped %s -> %s", old, new.version)
 
     def _monitor(self) -> None:
