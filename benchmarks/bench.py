@@ -367,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             replicas=replicas,
             partitions=8,
             GENRE_MODEL_ENCODE_BATCH_SIZE=best_bs,
+            # Cores shared out between replicas: more torch threads than cores only adds contention.
+            GENRE_MODEL_TORCH_THREADS=str(max(1, (os.cpu_count() or 1) // replicas)),
         )
         results["scaling"].append(point)
         log(f"  {point}")

@@ -42,6 +42,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         backend=m.backend,
         device=m.device,
         batch_size=m.encode_batch_size,
+        threads=m.torch_threads,
     )
 
     def load_sharing_embedder(uri: str | Path) -> Predictor:

@@ -221,6 +221,7 @@ class ModelSettings(_EnvSettings):
     backend: Backend = Backend.AUTO
     device: Literal["auto", "cpu", "cuda"] = "auto"
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
+    torch_threads: int = Field(default=0, ge=0, le=256, description="torch CPU threads; 0 = one per core")
     reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
     shadow_uri: str = Field(default="", description="artifact folder of a shadow model (outputs to the shadow topic)")
     canary_uri: str = Field(default="", description="artifact folder of a canary model (serves canary_share)")

@@ -119,6 +119,8 @@ class SentenceEmbedder:
         device: `cpu`, `cuda` or `auto`.
         batch_size: texts per forward pass inside one `transform` call.
         max_seq_length: token limit; longer texts are truncated by the tokenizer.
+        threads: CPU threads for torch (0 keeps torch's default of one per core); with several
+            replicas on one machine, cores / replicas avoids oversubscription.
     """
 
     def __init__(
@@ -128,18 +130,23 @@ class SentenceEmbedder:
         device: str = "auto",
         batch_size: int = 32,
         max_seq_length: int = 256,
+        threads: int = 0,
     ) -> None:
         self.model = model
         self.backend = Backend(backend)
         self.device = device
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
+        self.threads = threads
         self._memo: tuple[tuple[str, ...], npt.NDArray[np.float32]] | None = None
         self._memo_lock = threading.Lock()
 
     def load(self) -> SentenceEmbedder:
         """Loads the encoder from local files only; returns self."""
         import torch
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)  # process-wide: one embedder per process
         from sentence_transformers import SentenceTransformer
 
         location = resolve_model_location(self.model)
@@ -158,7 +165,14 @@ class SentenceEmbedder:
         if dimension is None:
             raise ValueError(f"cannot tell the embedding dimension of {self.model}")
         self.ref_ = EmbeddingModelRef(self.model, int(dimension), model_revision(location))
-        logger.info("embedder %s loaded (%s, %s, dim %d)", self.model, backend, device, dimension)
+        logger.info(
+            "embedder %s loaded (%s, %s, dim %d, %d torch thread(s))",
+            self.model,
+            backend,
+            device,
+            dimension,
+            torch.get_num_threads(),
+        )
         return self
 
     def fit(self, texts: Sequence[str] | None = None, y: object = None) -> SentenceEmbedder:

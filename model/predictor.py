@@ -96,6 +96,7 @@ def load_predictor(
     device: str = "auto",
     batch_size: int = 32,
     embedder: SentenceEmbedder | None = None,
+    threads: int = 0,
 ) -> Predictor:
     """Loads a predictor from an artifact folder.
 
@@ -105,6 +106,7 @@ def load_predictor(
         backend: embedding backend, see `Backend`.
         device: `cpu`, `cuda` or `auto`.
         batch_size: encoder forward-pass size.
+        threads: torch CPU threads (0: torch's default).
         embedder: an already loaded embedder to share (hot reload, shadow and canary heads); the
             artifact must have been trained on the same embedding model, else it is refused.
     """
@@ -114,7 +116,11 @@ def load_predictor(
     artifact = load_artifact(location)
     if embedder is None:
         embedder = SentenceEmbedder(
-            embedding_model or artifact.embedding.model_id, backend=backend, device=device, batch_size=batch_size
+            embedding_model or artifact.embedding.model_id,
+            backend=backend,
+            device=device,
+            batch_size=batch_size,
+            threads=threads,
         )
     predictor = Predictor(artifact, embedder)
     logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)

@@ -46,7 +46,10 @@ def test_two_replicas_share_six_partitions_and_miss_nothing(
     t = make_topics(partitions=6)
     logs = [tmp_path / "replica-1.log", tmp_path / "replica-2.log"]
     procs = [
-        start_consumer(consumer_env(kafka, t, GENRE_TRANSACTIONAL_ID=f"{t.group}-{i}"), log)
+        # One torch thread each: two replicas on a 2-core machine must not oversubscribe it.
+        start_consumer(
+            consumer_env(kafka, t, GENRE_TRANSACTIONAL_ID=f"{t.group}-{i}", GENRE_MODEL_TORCH_THREADS="1"), log
+        )
         for i, log in enumerate(logs)
     ]
     try:
@@ -64,6 +67,7 @@ def test_two_replicas_share_six_partitions_and_miss_nothing(
         codes = [stop(p) for p in procs]
     print(f"\naudit two replicas: {json.dumps(report.to_dict())}")
     assert codes == [0, 0]
+    assert all("1 torch thread(s)" in log.read_text() for log in logs)
     assert report.inputs == 1200 and report.missing == 0
     assert report.duplicated == 0  # exactly-once mode; printed above either way
     committed, ends = committed_offsets(kafka, t, 6)

@@ -32,6 +32,7 @@ def test_values_come_from_the_given_mapping_only(monkeypatch: pytest.MonkeyPatch
         "GENRE_PROCESSING_GUARANTEE": "at_least_once",
         "GENRE_OVERLONG_POLICY": "reject",
         "GENRE_MODEL_BACKEND": "fp32",
+        "GENRE_MODEL_TORCH_THREADS": "1",
         "KAFKA_EXTRA": '{"socket.keepalive.enable": true, "fetch.max.bytes": 1048576}',
     }
     s = Settings.from_env(env)
@@ -41,7 +42,7 @@ def test_values_come_from_the_given_mapping_only(monkeypatch: pytest.MonkeyPatch
     assert s.service.batch_max_wait_ms == 250
     assert s.service.processing_guarantee is ProcessingGuarantee.AT_LEAST_ONCE
     assert s.service.overlong_policy is OverlongPolicy.REJECT
-    assert s.model.backend.value == "fp32"
+    assert s.model.backend.value == "fp32" and s.model.torch_threads == 1
     assert s.kafka.extra == {"socket.keepalive.enable": True, "fetch.max.bytes": 1048576}
 
 
