@@ -1,7 +1,6 @@
 """Errors of the consumer service.
 
     ServiceError
-    ├── ConfigurationError      settings that cannot work together
     ├── DeliveryError           outputs not acknowledged by the broker (infrastructure)
     │   └── TransactionError    a Kafka transaction could not be committed
     └── FatalKafkaError         the client cannot continue (fenced, fatal librdkafka error)
@@ -14,10 +13,6 @@ from __future__ import annotations
 
 class ServiceError(Exception):
     """Root of the service's failures."""
-
-
-class ConfigurationError(ServiceError):
-    """Settings that are individually valid but cannot work together."""
 
 
 class DeliveryError(ServiceError):

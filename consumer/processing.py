@@ -99,8 +99,10 @@ class BatchProcessor:
         t1 = self._clock()
         clocks = [m for m in (models.champion, models.canary, models.shadow) if m is not None]
         before = [dict(getattr(m, "stage_seconds", {})) for m in clocks]
-        canary = [v for v in valid if models.routes_to_canary(v.record, v.message.id)]
-        champion = [v for v in valid if not models.routes_to_canary(v.record, v.message.id)]
+        canary: list[DecodedOverview] = []
+        champion: list[DecodedOverview] = []
+        for v in valid:  # one routing decision (a hash) per record
+            (canary if models.routes_to_canary(v.record, v.message.id) else champion).append(v)
         predicted = self._predict_isolating(models.champion, Role.CHAMPION, champion, dead)
         if models.canary is not None and canary:
             predicted += self._predict_isolating(models.canary, Role.CANARY, canary, dead)
