@@ -54,8 +54,12 @@ def wait_for_log(log: Path, pattern: str, timeout_s: float = 120, start: int = 0
     raise AssertionError(f"{pattern!r} not in {log} after {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
-    """SIGTERM and wait; kills and raises if the process does not stop in time."""
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 150) -> int:
+    """SIGTERM and wait; kills, reaps and raises if the process does not stop in time.
+
+    The default covers the service's worst graceful stop: finishing a batch whose transactional
+    call hangs until the 75 s watchdog replaces the producer (README; k8s grace period is 120 s).
+    """
     if proc.poll() is not None:
         return proc.returncode
     proc.send_signal(signal.SIGTERM)
@@ -63,6 +67,7 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
         return proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait(30)  # reap it, so no running child leaks into the next test
         raise
 
 
