@@ -29,7 +29,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir consumer model producer_tools \
  && touch consumer/__init__.py model/__init__.py producer_tools/__init__.py \
- && pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt . \
+ && pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt '.[registry]' \
  && pip uninstall --yes genre-stream
 COPY consumer ./consumer
 COPY model ./model

@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install kafka kafka-stop demo test test-unit test-integration test-system lint train eval bench clean
+.PHONY: help install kafka kafka-stop demo test test-unit test-integration test-system lint train select eval bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,8 +49,11 @@ test-integration: $(STAMP)
 test-system: $(STAMP)
 	$(BIN)/pytest tests/system $(PYTEST_ARGS)
 
-train: $(STAMP)  ## retrain the default artifact from ../shared/data
-	$(BIN)/genre-train --data ../shared/data/movies_overviews.csv --out model/artifacts/default
+train: $(STAMP)  ## retrain the default artifact from ../shared/data, log and register it as movie-genres@champion
+	$(BIN)/genre-train --data ../shared/data/movies_overviews.csv --out model/artifacts/default --register --alias champion
+
+select: $(STAMP)  ## cross-validate every model candidate (report in reports/selection)
+	$(BIN)/genre-select --data ../shared/data/movies_overviews.csv --out reports/selection
 
 eval: $(STAMP)  ## evaluate the default artifact
 	$(BIN)/genre-eval --data ../shared/data/movies_overviews.csv --json

@@ -27,6 +27,7 @@ from consumer.service import GenreService
 from consumer.settings import Settings
 from model.errors import ModelError
 from model.predictor import Predictor, load_predictor
+from model.registry import materialize, open_source
 
 logger = logging.getLogger("consumer")
 
@@ -36,8 +37,10 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[GenreService, ModelWatcher | None]:
     """Loads the models and wires the service and its model watcher (shared by the CLI, tests, benchmarks)."""
     m = settings.model
+    source = open_source(m.uri, m.tracking_uri or None, m.cache_dir)
+    served, location = materialize(source)
     champion = load_predictor(
-        m.uri,
+        location,
         embedding_model=m.embedding_model or None,
         backend=m.backend,
         device=m.device,
@@ -47,7 +50,9 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
 
     def load_sharing_embedder(uri: str | Path) -> Predictor:
         # Challengers and new versions reuse the loaded encoder: one copy in memory, one embedding per batch.
-        return load_predictor(uri, embedder=champion.embedder)
+        return load_predictor(
+            uri, tracking_uri=m.tracking_uri or None, cache_dir=m.cache_dir, embedder=champion.embedder
+        )
 
     models = ModelSet(
         champion,
@@ -62,9 +67,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
     processor = BatchProcessor(models, s.output_topic, limits, s.shadow_output_topic)
     watcher = None
     if m.reload_interval_s > 0:
-        watcher = ModelWatcher(
-            Path(m.uri), champion.artifact.content_hash, load_sharing_embedder, m.reload_interval_s, metrics
-        )
+        watcher = ModelWatcher(source, served, load_sharing_embedder, m.reload_interval_s, metrics)
     txn_id = s.transactional_id or f"{s.group_id}-{socket.gethostname()}-{os.getpid()}"
     return GenreService(settings.kafka, s, processor, metrics, txn_id, model_updates=watcher), watcher
 

@@ -1,8 +1,8 @@
-"""Hot reload: watch an artifact location and prepare a verified new champion in the background."""
+"""Hot reload: watch the model source (a folder or a registry alias) and prepare a verified new champion
+in the background."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -10,46 +10,40 @@ from pathlib import Path
 
 from consumer.metrics import ServiceMetrics
 from model.predictor import Predictor, smoke_check
+from model.registry import ModelSource
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # a version written non-atomically may be read half-way; retry it a few times
 
 
-def recorded_hash(location: Path) -> str | None:
-    """The content hash an artifact folder claims (cheap: one small JSON read), or None if unreadable."""
-    try:
-        return str(json.loads((location / "metadata.json").read_text())["content_hash"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 class ModelWatcher:
-    """Polls `location` (a folder or a symlink to one); when its content hash changes, loads the new
-    version with `load`, which verifies the hash and embedding model, runs a smoke prediction, and
-    offers it through `take()`. A broken version is refused (metric + log) and the old one serves on.
+    """Polls `source` (a folder or symlink: its content hash; a registry alias: the version it points
+    to); when the identity changes, fetches that version and loads it with `load`, which verifies the
+    hash and embedding model, runs a smoke prediction, and offers it through `take()`. A broken
+    version is refused (metric + log) and the old one serves on.
 
     Args:
-        location: the artifact folder the service was started with.
-        current_hash: content hash of the version being served.
-        load: builds a predictor from a folder (sharing the loaded embedder).
+        source: where the served model comes from.
+        current: identity of the version being served (`source.probe()` at start).
+        load: builds a predictor from a local folder (sharing the loaded embedder).
         interval_s: seconds between polls.
         metrics: `model_reloads_total{outcome}` is counted here.
     """
 
     def __init__(
         self,
-        location: Path,
-        current_hash: str,
+        source: ModelSource,
+        current: str,
         load: Callable[[Path], Predictor],
         interval_s: float,
         metrics: ServiceMetrics,
     ) -> None:
-        self.location = location
+        self.source = source
         self.load = load
         self.interval_s = interval_s
         self.metrics = metrics
-        self._served = current_hash
+        self._served = current
         self._attempts: dict[str, int] = {}
         self._ready: Predictor | None = None
         self._lock = threading.Lock()
@@ -72,18 +66,24 @@ class ModelWatcher:
 
     def poll(self) -> None:
         """One check (the loop calls this; tests may call it directly)."""
-        found = recorded_hash(self.location)
+        found = self.source.probe()
         if found is None or found == self._served or self._attempts.get(found, 0) >= MAX_ATTEMPTS:
             return
         self._attempts[found] = self._attempts.get(found, 0) + 1
         try:
-            predictor = self.load(self.location)
+            predictor = self.load(self.source.fetch(found))
             smoke_check(predictor)
         except Exception as exc:  # any failure refuses the version; the served one stays
             self.metrics.model_reloads.labels(outcome="refused").inc()
-            logger.error("new model at %s refused (%s: %s); serving on", self.location, type(exc).__name__, exc)
+            logger.error(
+                "new model %s at %s refused (%s: %s); serving on",
+                found,
+                self.source.describe(),
+                type(exc).__name__,
+                exc,
+            )
             return
-        self._served = predictor.artifact.content_hash
+        self._served = found
         with self._lock:
             self._ready = predictor
         self.metrics.model_reloads.labels(outcome="loaded").inc()

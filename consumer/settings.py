@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -216,15 +217,29 @@ class ModelSettings(_EnvSettings):
         env_prefix="GENRE_MODEL_", env_ignore_empty=True, frozen=True, extra="forbid", protected_namespaces=()
     )
 
-    uri: str = Field(default=str(DEFAULT_ARTIFACT), description="artifact folder")
+    uri: str = Field(
+        default=str(DEFAULT_ARTIFACT), description="artifact folder, or models:/<name>@<alias> from the registry"
+    )
+    tracking_uri: str = Field(
+        default="",
+        validation_alias=AliasChoices("GENRE_MODEL_TRACKING_URI", "MLFLOW_TRACKING_URI", "tracking_uri"),
+        description="MLflow tracking store for models:/ URIs (default: the local sqlite store mlruns-local/)",
+    )
+    cache_dir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "genre-models", description="where registry versions are downloaded"
+    )
     embedding_model: str = Field(default="", description="override the artifact's embedding model id/folder")
     backend: Backend = Backend.AUTO
     device: Literal["auto", "cpu", "cuda"] = "auto"
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
     torch_threads: int = Field(default=0, ge=0, le=256, description="torch CPU threads; 0 = one per core")
     reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
-    shadow_uri: str = Field(default="", description="artifact folder of a shadow model (outputs to the shadow topic)")
-    canary_uri: str = Field(default="", description="artifact folder of a canary model (serves canary_share)")
+    shadow_uri: str = Field(
+        default="", description="artifact folder or models:/ URI of a shadow model (outputs to the shadow topic)"
+    )
+    canary_uri: str = Field(
+        default="", description="artifact folder or models:/ URI of a canary model (serves canary_share)"
+    )
     canary_share: float = Field(default=0.0, ge=0.0, le=1.0)
     canary_by: CanaryBy = CanaryBy.KEY
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from safetensors.numpy import save as st_save
 from model.classifier import DenseHead
 from model.embedder import EmbeddingModelRef
 from model.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
+from model.lexical import LexicalHead
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -35,10 +36,21 @@ class ModelArtifact:
     """Reference distributions recorded at training time (drift detection)."""
     library_versions: dict[str, str] = field(default_factory=dict)
     content_hash: str = ""
+    encoder: dict[str, np.ndarray] = field(default_factory=dict)
+    """Fine-tuned encoder tensors (state-dict keys with the `encoder.` prefix) applied over the base
+    embedding model at load time; empty for a head on the frozen encoder."""
+    lexical: LexicalHead | None = None
+    """Optional TF-IDF scorer blended with the head's probabilities."""
+    lexical_weight: float = 0.0
+    """Share of the lexical scores in the blend: p = (1 - w) * head + w * lexical."""
 
 
-def _tensors(head: DenseHead) -> dict[str, np.ndarray]:
-    tensors: dict[str, np.ndarray] = {"thresholds": head.thresholds}
+def _tensors(
+    head: DenseHead, encoder: dict[str, np.ndarray] | None = None, lexical: LexicalHead | None = None
+) -> dict[str, np.ndarray]:
+    tensors: dict[str, np.ndarray] = {"thresholds": head.thresholds, **(encoder or {})}
+    if lexical is not None:
+        tensors.update(lexical.tensors())
     for i, (w, b) in enumerate(zip(head.weights, head.biases, strict=True)):
         tensors[f"layer{i}.weight"] = np.ascontiguousarray(w, np.float32)
         tensors[f"layer{i}.bias"] = np.ascontiguousarray(b, np.float32)
@@ -57,15 +69,17 @@ def _content_hash(weights: bytes, metadata: dict[str, Any]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def weights_digest(head: DenseHead) -> str:
-    """Hash of the head's arrays alone; used to name model versions."""
-    return hashlib.sha256(st_save(_tensors(head))).hexdigest()
+def weights_digest(
+    head: DenseHead, encoder: dict[str, np.ndarray] | None = None, lexical: LexicalHead | None = None
+) -> str:
+    """Hash of the weights alone (head, tuned encoder layers, lexical scorer); names model versions."""
+    return hashlib.sha256(st_save(_tensors(head, encoder, lexical))).hexdigest()
 
 
 def save_artifact(artifact: ModelArtifact, directory: Path) -> ModelArtifact:
     """Writes the artifact and returns it with its content hash filled in."""
     directory.mkdir(parents=True, exist_ok=True)
-    weights = st_save(_tensors(artifact.head))
+    weights = st_save(_tensors(artifact.head, artifact.encoder, artifact.lexical))
     metadata: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": artifact.name,
@@ -78,6 +92,10 @@ def save_artifact(artifact: ModelArtifact, directory: Path) -> ModelArtifact:
             "dimension": artifact.embedding.dimension,
             "revision": artifact.embedding.revision,
         },
+        "encoder_tensors": sorted(artifact.encoder),
+        "lexical": (
+            {**artifact.lexical.metadata(), "weight": artifact.lexical_weight} if artifact.lexical is not None else None
+        ),
         "metrics": artifact.metrics,
         "training": artifact.training,
         "reference": artifact.reference,
@@ -86,17 +104,7 @@ def save_artifact(artifact: ModelArtifact, directory: Path) -> ModelArtifact:
     metadata["content_hash"] = _content_hash(weights, metadata)
     (directory / WEIGHTS_FILE).write_bytes(weights)
     (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    return ModelArtifact(
-        artifact.name,
-        artifact.version,
-        artifact.head,
-        artifact.embedding,
-        artifact.metrics,
-        artifact.training,
-        artifact.reference,
-        artifact.library_versions,
-        metadata["content_hash"],
-    )
+    return replace(artifact, content_hash=metadata["content_hash"])
 
 
 def load_artifact(directory: Path) -> ModelArtifact:
@@ -133,6 +141,9 @@ def load_artifact(directory: Path) -> ModelArtifact:
             thresholds=tensors["thresholds"],
             min_genres=int(metadata.get("min_genres", 1)),
         )
+        encoder = {k: tensors[k] for k in metadata.get("encoder_tensors", [])}
+        lexical_meta = metadata.get("lexical")
+        lexical = LexicalHead.from_parts(lexical_meta, tensors) if lexical_meta else None
         emb = metadata["embedding"]
         embedding = EmbeddingModelRef(str(emb["model_id"]), int(emb["dimension"]), str(emb["revision"]))
     except (KeyError, ValueError) as exc:
@@ -151,4 +162,7 @@ def load_artifact(directory: Path) -> ModelArtifact:
         reference=metadata.get("reference", {}),
         library_versions=metadata.get("library_versions", {}),
         content_hash=str(recorded),
+        encoder=encoder,
+        lexical=lexical,
+        lexical_weight=float(lexical_meta["weight"]) if lexical_meta else 0.0,
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -55,15 +58,7 @@ class DenseHead:
 
     def decide(self, proba: FloatArray) -> npt.NDArray[np.bool_]:
         """Labels whose probability reaches its threshold; at least `min_genres` per row."""
-        chosen = proba >= self.thresholds
-        if self.min_genres > 0 and proba.shape[0]:
-            # Guarantee the top label(s) by margin over threshold when nothing passed.
-            margin = proba - self.thresholds
-            top = np.argsort(-margin, axis=1)[:, : self.min_genres]
-            short = chosen.sum(axis=1) < self.min_genres
-            rows = np.nonzero(short)[0]
-            chosen[rows[:, None], top[rows]] = True
-        return chosen
+        return decide(proba, self.thresholds, self.min_genres)
 
     def with_thresholds(self, thresholds: FloatArray) -> DenseHead:
         return DenseHead(self.labels, self.weights, self.biases, np.asarray(thresholds, np.float32), self.min_genres)
@@ -85,6 +80,18 @@ class DenseHead:
         return cls(tuple(labels), ws, bs, np.full(len(labels), 0.5, np.float32))
 
 
+def decide(proba: FloatArray, thresholds: FloatArray, min_genres: int = 1) -> npt.NDArray[np.bool_]:
+    """Labels whose probability reaches its threshold; when fewer than `min_genres` pass, the
+    labels with the best margin over their threshold are added."""
+    chosen = proba >= thresholds
+    if min_genres > 0 and proba.shape[0]:
+        margin = proba - thresholds
+        top = np.argsort(-margin, axis=1)[:, :min_genres]
+        rows = np.nonzero(chosen.sum(axis=1) < min_genres)[0]
+        chosen[rows[:, None], top[rows]] = True
+    return chosen
+
+
 def tune_thresholds(
     y_true: npt.NDArray[np.bool_], proba: FloatArray, grid: Sequence[float] | None = None
 ) -> FloatArray:
@@ -101,3 +108,28 @@ def tune_thresholds(
         f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
         best[j] = candidates[int(np.argmax(f1))]
     return best
+
+
+BLEND_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def micro_f1(y_true: npt.NDArray[np.bool_], y_pred: npt.NDArray[np.bool_]) -> float:
+    tp = int((y_true & y_pred).sum())
+    wrong = int((y_true ^ y_pred).sum())
+    return 2 * tp / (2 * tp + wrong) if tp or wrong else 0.0
+
+
+def best_blend(
+    y: npt.NDArray[np.bool_], dense: FloatArray, lexical: FloatArray, grid: Sequence[float] = BLEND_GRID
+) -> tuple[float, FloatArray]:
+    """Lexical share w in p = (1 - w) * dense + w * lexical, and per-genre thresholds, maximising
+    micro-F1 on validation rows."""
+    best: tuple[float, float, FloatArray] = (-1.0, 0.0, np.full(y.shape[1], 0.5, np.float32))
+    for weight in grid:
+        proba = (1.0 - weight) * dense + weight * lexical
+        thresholds = tune_thresholds(y, proba)
+        score = micro_f1(y, decide(proba, thresholds))
+        if score > best[0]:
+            best = (score, weight, thresholds)
+    logger.info("lexical blend weight %.1f (validation micro-F1 %.4f)", best[1], best[0])
+    return best[1], best[2]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -106,6 +106,29 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def apply_encoder_tensors(st: SentenceTransformer, tensors: Mapping[str, npt.NDArray[Any]]) -> str:
+    """Loads fine-tuned encoder tensors over the model in place; returns their digest.
+
+    Raises:
+        ArtifactMismatchError: a tensor names no parameter of this encoder, or its shape differs.
+    """
+    import torch
+
+    from model.errors import ArtifactMismatchError
+    from model.finetune import ENCODER_PREFIX, encoder_digest
+
+    module = cast("torch.nn.Module", st[0].auto_model)
+    state = module.state_dict()
+    update = {}
+    for key, array in tensors.items():
+        name = key.removeprefix(ENCODER_PREFIX)
+        if name not in state or tuple(state[name].shape) != tuple(array.shape):
+            raise ArtifactMismatchError(f"fine-tuned tensor {key} {array.shape} does not fit this embedding model")
+        update[name] = torch.from_numpy(np.asarray(array, np.float32)).to(state[name].dtype)
+    module.load_state_dict(update, strict=False)
+    return encoder_digest(dict(tensors))
+
+
 class SentenceEmbedder:
     """Turns texts into L2-normalised sentence embeddings.
 
@@ -121,6 +144,9 @@ class SentenceEmbedder:
         max_seq_length: token limit; longer texts are truncated by the tokenizer.
         threads: CPU threads for torch (0 keeps torch's default of one per core); with several
             replicas on one machine, cores / replicas avoids oversubscription.
+        encoder_tensors: fine-tuned encoder weights (`encoder.`-prefixed state-dict keys, see
+            `model.finetune`) loaded over the base model; they become part of the revision, so a
+            head is only ever paired with the encoder it was trained with.
     """
 
     def __init__(
@@ -131,6 +157,7 @@ class SentenceEmbedder:
         batch_size: int = 32,
         max_seq_length: int = 256,
         threads: int = 0,
+        encoder_tensors: Mapping[str, npt.NDArray[Any]] | None = None,
     ) -> None:
         self.model = model
         self.backend = Backend(backend)
@@ -138,6 +165,7 @@ class SentenceEmbedder:
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
         self.threads = threads
+        self.encoder_tensors = dict(encoder_tensors or {})
         self._memo: tuple[tuple[str, ...], npt.NDArray[np.float32]] | None = None
         self._memo_lock = threading.Lock()
 
@@ -156,6 +184,9 @@ class SentenceEmbedder:
         local = Path(location).is_dir()
         st = SentenceTransformer(location, device=device, local_files_only=local, model_kwargs={"torch_dtype": dtype})
         st.max_seq_length = self.max_seq_length
+        revision = model_revision(location)
+        if self.encoder_tensors:
+            revision = f"{revision}+tuned:{apply_encoder_tensors(st, self.encoder_tensors)}"
         self.model_: SentenceTransformer = st
         self.backend_ = backend
         self.device_ = device
@@ -164,7 +195,7 @@ class SentenceEmbedder:
         dimension = get_dimension()
         if dimension is None:
             raise ValueError(f"cannot tell the embedding dimension of {self.model}")
-        self.ref_ = EmbeddingModelRef(self.model, int(dimension), model_revision(location))
+        self.ref_ = EmbeddingModelRef(self.model, int(dimension), revision)
         logger.info(
             "embedder %s loaded (%s, %s, dim %d, %d torch thread(s))",
             self.model,
@@ -174,6 +205,18 @@ class SentenceEmbedder:
             torch.get_num_threads(),
         )
         return self
+
+    def sibling(self, encoder_tensors: Mapping[str, npt.NDArray[Any]]) -> SentenceEmbedder:
+        """A new embedder with the same settings and other fine-tuned encoder tensors (none: the base)."""
+        return SentenceEmbedder(
+            self.model,
+            self.backend,
+            self.device,
+            self.batch_size,
+            self.max_seq_length,
+            self.threads,
+            encoder_tensors,
+        )
 
     def fit(self, texts: Sequence[str] | None = None, y: object = None) -> SentenceEmbedder:
         """Nothing to learn: loads the model (scikit-learn pipeline compatibility)."""

@@ -5,6 +5,7 @@ ModelError
 │   ├── ArtifactNotFoundError
 │   ├── ArtifactIntegrityError   content hash mismatch: tampered or truncated
 │   └── ArtifactMismatchError    built for another embedding model or format
+├── RegistryError            the model registry (MLflow) cannot be used or a models:/ URI is malformed
 └── DataError                training/evaluation data cannot be read
 """
 
@@ -33,3 +34,7 @@ class ArtifactMismatchError(ArtifactError):
 
 class DataError(ModelError):
     """A dataset is missing, unreadable or lacks required columns."""
+
+
+class RegistryError(ModelError):
+    """The model registry cannot be used (MLflow missing, malformed `models:/` URI, bad name)."""

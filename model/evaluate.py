@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Prints micro_f1, macro_f1, samples_f1 and n (plus per-genre scores with --json).",
     )
     p.add_argument("--data", type=Path, required=True, help="labelled CSV")
-    p.add_argument("--model", default=str(DEFAULT_ARTIFACT), help="artifact folder (default: the packaged model)")
+    p.add_argument(
+        "--model",
+        default=str(DEFAULT_ARTIFACT),
+        help="artifact folder or models:/<name>@<alias> (default: the packaged model)",
+    )
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--backend", default="auto", choices=[b.value for b in Backend])
     p.add_argument("--limit", type=int, help="evaluate the first N rows only")
     p.add_argument("--json", action="store_true", help="print the full report as one JSON object")
@@ -32,11 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")  # read at the entry point only
     try:
         frame = load_overviews_csv(args.data)
         if args.limit:
             frame = frame.head(args.limit)
-        predictor = load_predictor(args.model, backend=args.backend)
+        predictor = load_predictor(args.model, backend=args.backend, tracking_uri=tracking_uri)
         started = time.perf_counter()
         predictions = predictor.predict(frame["overview"].tolist())
         seconds = time.perf_counter() - started

@@ -13,6 +13,7 @@ import numpy as np
 from model.artifact import ModelArtifact, load_artifact
 from model.embedder import Backend, SentenceEmbedder
 from model.errors import ArtifactMismatchError, ArtifactNotFoundError
+from model.registry import is_registry_uri, materialize, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +72,21 @@ class Predictor:
         started = time.perf_counter()
         vectors = self.embedder.transform(texts)
         embedded = time.perf_counter()
-        out = self.predict_embeddings(vectors)
+        out = self.decide(self.predict_proba(texts, vectors))
         self.stage_seconds["embed"] += embedded - started
         self.stage_seconds["classify"] += time.perf_counter() - embedded
         return out
 
-    def predict_embeddings(self, vectors: np.ndarray) -> list[Prediction]:
+    def predict_proba(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+        """Per-genre probabilities from the texts' embeddings, blended with the lexical scorer if any."""
+        proba = self.artifact.head.predict_proba(vectors)
+        lexical, weight = self.artifact.lexical, self.artifact.lexical_weight
+        if lexical is not None and weight > 0:
+            proba = (1.0 - weight) * proba + weight * lexical.predict_proba(texts)
+        return proba
+
+    def decide(self, proba: np.ndarray) -> list[Prediction]:
         head = self.artifact.head
-        proba = head.predict_proba(vectors)
         chosen = head.decide(proba)
         out = []
         for row, picks in zip(proba, chosen, strict=True):
@@ -91,6 +99,8 @@ class Predictor:
 def load_predictor(
     uri: str | Path = DEFAULT_ARTIFACT,
     *,
+    tracking_uri: str | None = None,
+    cache_dir: Path | None = None,
     embedding_model: str | None = None,
     backend: Backend | str = Backend.AUTO,
     device: str = "auto",
@@ -98,22 +108,30 @@ def load_predictor(
     embedder: SentenceEmbedder | None = None,
     threads: int = 0,
 ) -> Predictor:
-    """Loads a predictor from an artifact folder.
+    """Loads a predictor from an artifact folder or the model registry.
 
     Args:
-        uri: artifact folder.
+        uri: artifact folder, or `models:/<name>@<alias>` / `models:/<name>/<version>`.
+        tracking_uri: MLflow tracking store for `models:/` URIs (the local sqlite store by default).
+        cache_dir: where registry versions are downloaded.
         embedding_model: overrides the artifact's embedding model id/path (e.g. a local copy).
         backend: embedding backend, see `Backend`.
         device: `cpu`, `cuda` or `auto`.
         batch_size: encoder forward-pass size.
         threads: torch CPU threads (0: torch's default).
-        embedder: an already loaded embedder to share (hot reload, shadow and canary heads); the
-            artifact must have been trained on the same embedding model, else it is refused.
+        embedder: an already loaded embedder to share (hot reload, shadow and canary heads). An
+            artifact with other fine-tuned encoder layers gets a sibling embedder (same settings,
+            its own layers); one trained on another embedding model is refused.
     """
-    location = Path(uri)
-    if not location.exists():
-        raise ArtifactNotFoundError(f"model location {uri} does not exist")
+    if is_registry_uri(uri):
+        _, location = materialize(open_source(uri, tracking_uri, cache_dir))
+    else:
+        location = Path(uri)
+        if not location.exists():
+            raise ArtifactNotFoundError(f"model location {uri} does not exist")
     artifact = load_artifact(location)
+    if embedder is not None and embedder.is_loaded and embedder.ref_.revision != artifact.embedding.revision:
+        embedder = embedder.sibling(artifact.encoder)
     if embedder is None:
         embedder = SentenceEmbedder(
             embedding_model or artifact.embedding.model_id,
@@ -121,6 +139,7 @@ def load_predictor(
             device=device,
             batch_size=batch_size,
             threads=threads,
+            encoder_tensors=artifact.encoder,
         )
     predictor = Predictor(artifact, embedder)
     logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)

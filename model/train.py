@@ -1,14 +1,22 @@
-"""`genre-train`: embeddings + one-vs-rest logistic regression with per-genre thresholds."""
+"""`genre-train`: train the chosen candidate from scratch to a (registered) safe artifact.
+
+One command: load and clean the data, write the EDA report, fit the candidate (default: the
+fine-tuned encoder `genre-select` picked), tune per-genre thresholds on data it was not fitted on,
+score the held-out split once through the real serving path, save the artifact, log the run to
+MLflow and, with `--register`, register it and move an alias.
+"""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -16,67 +24,25 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, train_test_split
 from tqdm import tqdm
 
 from model.artifact import ModelArtifact, save_artifact, weights_digest
-from model.classifier import DenseHead, tune_thresholds
+from model.candidates import SERVABLE, CandidateName, Workspace, embed_texts, fit_candidate
+from model.classifier import DenseHead, best_blend, tune_thresholds
 from model.cleaning import add_arguments as add_cleaning_arguments
-from model.cleaning import clean, config_from_args
-from model.data import fingerprint, load_dataset
+from model.cleaning import config_from_args
+from model.eda import write_report
 from model.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
 from model.errors import ModelError
-from model.metrics import binarize, f1_report
+from model.finetune import FineTuneConfig
+from model.lexical import LexicalHead
+from model.metrics import f1_report
+from model.predictor import Predictor
+from model.registry import local_tracking_uri, log_training_run, register
+from model.splits import prepare
 
 logger = logging.getLogger(__name__)
-
-
-def embed_cached(embedder: SentenceEmbedder, texts: Sequence[str], cache_dir: Path | None) -> npt.NDArray[np.float32]:
-    """Embeds texts, reusing an on-disk .npy (no pickle) keyed by texts, model and backend."""
-    if not embedder.is_loaded:
-        embedder.load()
-    key = hashlib.sha256()
-    key.update(f"{embedder.ref_.revision}|{embedder.backend_}|{embedder.max_seq_length}".encode())
-    for t in texts:
-        key.update(t.encode("utf-8", "surrogatepass") + b"\x1e")
-    path = cache_dir / f"{key.hexdigest()[:24]}.npy" if cache_dir else None
-    if path is not None and path.is_file():
-        logger.info("embeddings from cache %s", path)
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
-    chunks = []
-    step = 256
-    for start in tqdm(range(0, len(texts), step), desc="embedding", unit="chunk", file=sys.stderr):
-        chunks.append(embedder.transform(texts[start : start + step]))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, embedder.ref_.dimension), np.float32)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, vectors, allow_pickle=False)
-    return vectors
-
-
-def fit_logistic(x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_], c: float) -> tuple[np.ndarray, np.ndarray]:
-    """One binary logistic regression per label; returns (coef, intercept)."""
-    coefs, intercepts = [], []
-    for j in range(y.shape[1]):
-        clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-        clf.fit(x, y[:, j])
-        coefs.append(clf.coef_[0])
-        intercepts.append(clf.intercept_[0])
-    return np.asarray(coefs), np.asarray(intercepts)
-
-
-def train_head(
-    x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_], labels: Sequence[str], c: float, folds: int, seed: int
-) -> DenseHead:
-    """Fits the head and tunes per-genre thresholds on out-of-fold probabilities."""
-    oof = np.zeros(y.shape, np.float32)
-    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train_idx, val_idx in tqdm(list(splitter.split(x)), desc="threshold folds", file=sys.stderr):
-        coef, intercept = fit_logistic(x[train_idx], y[train_idx], c)
-        oof[val_idx] = DenseHead.from_logistic(labels, coef, intercept).predict_proba(x[val_idx])
-    coef, intercept = fit_logistic(x, y, c)
-    return DenseHead.from_logistic(labels, coef, intercept).with_thresholds(tune_thresholds(y, oof))
 
 
 def reference_distributions(
@@ -104,11 +70,51 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class Trained:
+    head: DenseHead
+    encoder: dict[str, npt.NDArray[Any]]
+    lexical: LexicalHead | None = None
+    lexical_weight: float = 0.0
+
+
+def fit_with_thresholds(
+    name: CandidateName, ws: Workspace, folds: int, val_size: float, seed: int, c: float, blend: bool
+) -> Trained:
+    """Fits the candidate and tunes its per-genre thresholds on scores of rows it was not fitted on.
+
+    Cheap candidates use out-of-fold scores over `folds` folds, then refit on every row. The
+    fine-tune is too costly to repeat per fold: it fits once on all but a `val_size` validation
+    share, where the thresholds (and, with `blend`, the lexical scorer's share) are tuned.
+    """
+    everything = np.arange(len(ws.texts))
+    if name is CandidateName.FINETUNE:
+        fit_rows, val_rows = train_test_split(everything, test_size=val_size, random_state=seed)
+        fitted = fit_candidate(name, ws, fit_rows, c=c, seed=seed)
+        dense = fitted.predict_rows(val_rows)
+        if fitted.head is None:
+            raise ModelError(f"candidate {name} has no head")
+        if not blend:
+            return Trained(fitted.head.with_thresholds(tune_thresholds(ws.y[val_rows], dense)), fitted.encoder)
+        lexical = LexicalHead.fit([ws.texts[i] for i in fit_rows], ws.y[fit_rows])
+        weight, thresholds = best_blend(ws.y[val_rows], dense, lexical.predict_proba([ws.texts[i] for i in val_rows]))
+        return Trained(fitted.head.with_thresholds(thresholds), fitted.encoder, lexical if weight > 0 else None, weight)
+    oof = np.zeros(ws.y.shape, np.float32)
+    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train_idx, val_idx in tqdm(list(splitter.split(everything)), desc="threshold folds", file=sys.stderr):
+        oof[val_idx] = fit_candidate(name, ws, train_idx, c=c, seed=seed).predict_rows(val_idx)
+    fitted = fit_candidate(name, ws, everything, c=c, seed=seed)
+    if fitted.head is None:
+        raise ModelError(f"candidate {name} cannot be served (no encoder + head form); pick one of {sorted(SERVABLE)}")
+    return Trained(fitted.head.with_thresholds(tune_thresholds(ws.y, oof)), fitted.encoder)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="genre-train",
-        description="Train the genre head on labelled overviews and write a safe (no-pickle) artifact.",
-        epilog="Example: genre-train --data ../shared/data/movies_overviews.csv --out model/artifacts/default",
+        description="Train a genre model on labelled overviews, write a safe (no-pickle) artifact, log it to MLflow.",
+        epilog="Example: genre-train --data ../shared/data/movies_overviews.csv --out model/artifacts/default "
+        "--register --alias champion",
     )
     p.add_argument(
         "--data",
@@ -117,64 +123,150 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV with id,title,overview,genres ('|' between genres), or Kaggle's raw movies_metadata.csv",
     )
     p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
-    p.add_argument("--name", default="movie-genres", help="model name recorded in every prediction")
+    p.add_argument("--name", default="movie-genres", help="model name (predictions and the registry)")
+    p.add_argument(
+        "--candidate",
+        default=CandidateName.FINETUNE.value,
+        choices=sorted(c.value for c in SERVABLE),
+        help="what to train (genre-select compares them all)",
+    )
     p.add_argument("--embedding-model", default=DEFAULT_MODEL_ID, help="sentence-transformers id or local folder")
     p.add_argument("--backend", default="auto", choices=[b.value for b in Backend], help="embedding backend")
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows (quick runs, tests)")
     p.add_argument("--test-size", type=float, default=0.15, help="held-out share, never trained or tuned on")
-    p.add_argument("--folds", type=int, default=3, help="folds for threshold tuning")
+    p.add_argument("--folds", type=int, default=3, help="folds for threshold tuning (frozen-encoder candidates)")
+    p.add_argument("--val-size", type=float, default=0.12, help="validation share for the fine-tune's thresholds")
     p.add_argument("--C", dest="c", type=float, default=1.0, help="inverse L2 strength of the logistic regressions")
+    p.add_argument("--epochs", type=int, default=FineTuneConfig.epochs, help="fine-tune epochs")
+    p.add_argument("--tuned-layers", type=int, default=FineTuneConfig.tuned_layers, help="top encoder layers tuned")
+    p.add_argument(
+        "--blend",
+        default="auto",
+        choices=["auto", "off"],
+        help="fine-tune only: blend a TF-IDF scorer in, its share tuned on validation (auto) or not (off)",
+    )
+    p.add_argument("--min-genres", type=int, default=1, help="always predict at least this many genres (0: off)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--cache-dir", default=".cache/embeddings", help="embedding cache folder ('' disables)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or local)")
+    p.add_argument("--experiment", default="movie-genres", help="MLflow experiment")
+    p.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
+    p.add_argument("--register", action="store_true", help="register the artifact as a new model version")
+    p.add_argument("--alias", default=None, help="with --register: move this alias (e.g. champion) to the version")
+    p.add_argument("--no-eda", action="store_true", help="skip the EDA report")
     add_cleaning_arguments(p)
     return p
 
 
-def run(args: argparse.Namespace) -> ModelArtifact:
+def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
+    """Trains, saves and tracks; returns the artifact and the registered version (if any)."""
     started = time.perf_counter()
-    frame, loaded = load_dataset(args.data)
-    if args.limit:
-        frame = frame.head(args.limit)
-    frame, removed = clean(frame, config_from_args(args))
-    labels = sorted({g for row in frame["genres"] for g in row})
-    train, test = train_test_split(frame, test_size=args.test_size, random_state=args.seed)
+    if args.alias and not args.register:
+        raise ModelError("--alias needs --register")
+    if (args.register or args.alias) and args.no_tracking:
+        raise ModelError("--register needs tracking (drop --no-tracking)")
+    data = prepare(args)
+    name = CandidateName(args.candidate)
     embedder = SentenceEmbedder(args.embedding_model, backend=args.backend).load()
+    config = FineTuneConfig(epochs=args.epochs, tuned_layers=args.tuned_layers, seed=args.seed)
     cache = Path(args.cache_dir) if args.cache_dir else None
-    x_train = embed_cached(embedder, train["overview"].tolist(), cache)
-    x_test = embed_cached(embedder, test["overview"].tolist(), cache)
-    y_train, y_test = binarize(train["genres"], labels), binarize(test["genres"], labels)
-    head = train_head(x_train, y_train, labels, args.c, args.folds, args.seed)
-    report = f1_report(y_test, head.decide(head.predict_proba(x_test)), labels)
-    digest = weights_digest(head)
-    artifact = ModelArtifact(
-        name=args.name,
-        version=f"{datetime.now(UTC):%Y%m%d}.{digest[:8]}",
-        head=head,
-        embedding=embedder.ref_,
-        metrics={"holdout": report},
-        training={
-            "data": str(args.data.name),
-            "data_fingerprint": fingerprint(frame),
-            "rows_after_cleaning": len(frame),
-            "load_report": loaded.as_dict(),
-            "rows_removed": removed,
-            "n_train": len(train),
-            "n_holdout": len(test),
-            "params": {"C": args.c, "folds": args.folds, "seed": args.seed, "backend": str(embedder.backend_)},
-            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - started, 1),
-        },
-        reference=reference_distributions(train["overview"].tolist(), head.predict_proba(x_train), labels),
-        library_versions=library_versions(),
+    ws = Workspace(data.train["overview"].tolist(), data.y_train, data.labels, embedder, config, cache_dir=cache)
+    trained = fit_with_thresholds(name, ws, args.folds, args.val_size, args.seed, args.c, args.blend == "auto")
+    head = replace(trained.head, min_genres=args.min_genres)
+    encoder = trained.encoder
+    served = embedder.sibling(encoder).load() if encoder else embedder
+    draft = Predictor(
+        ModelArtifact(
+            args.name, "draft", head, served.ref_, lexical=trained.lexical, lexical_weight=trained.lexical_weight
+        ),
+        served,
     )
-    return save_artifact(artifact, args.out)
+    # Held-out score and drift references through the serving path (encoder, head, blend) of this artifact.
+    holdout_texts = data.holdout["overview"].tolist()
+    holdout_proba = draft.predict_proba(holdout_texts, embed_texts(served, holdout_texts, cache, "holdout"))
+    report = f1_report(data.y_holdout, head.decide(holdout_proba), data.labels)
+    reference_rows = data.train["overview"].tolist()[:5000]
+    reference_proba = draft.predict_proba(reference_rows, embed_texts(served, reference_rows, cache, "reference"))
+    digest = weights_digest(head, encoder, trained.lexical)
+    params = {
+        "candidate": str(name),
+        "C": args.c,
+        "folds": args.folds,
+        "val_size": args.val_size,
+        "seed": args.seed,
+        "min_genres": args.min_genres,
+        "lexical_weight": trained.lexical_weight,
+        "backend": str(embedder.backend_),
+        "test_size": args.test_size,
+        **({f"finetune.{k}": v for k, v in config.as_dict().items()} if name is CandidateName.FINETUNE else {}),
+    }
+    artifact = save_artifact(
+        ModelArtifact(
+            name=args.name,
+            version=f"{datetime.now(UTC):%Y%m%d}.{digest[:8]}",
+            head=head,
+            embedding=served.ref_,
+            metrics={"holdout": report},
+            training={
+                "data": str(args.data.name),
+                **data.describe(),
+                "params": params,
+                "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+            reference=reference_distributions(reference_rows, reference_proba, data.labels),
+            library_versions=library_versions(),
+            encoder=encoder,
+            lexical=trained.lexical,
+            lexical_weight=trained.lexical_weight,
+        ),
+        args.out,
+    )
+    version = None
+    if not args.no_tracking:
+        version = track(args, artifact, data.describe(), params)
+    return artifact, version
+
+
+def track(
+    args: argparse.Namespace, artifact: ModelArtifact, data: dict[str, Any], params: dict[str, Any]
+) -> str | None:
+    """Logs the run (params, metrics, data fingerprint, EDA report, artifact) and registers it."""
+    with tempfile.TemporaryDirectory(prefix="genre-eda-") as tmp:
+        extra = {}
+        if not args.no_eda:
+            write_report(args.data, Path(tmp), config_from_args(args))
+            extra["eda"] = Path(tmp)
+        run = log_training_run(
+            args.tracking_uri,
+            args.experiment,
+            args.out,
+            params={**params, "data": str(args.data.name), "rows_after_cleaning": data["rows_after_cleaning"]},
+            metrics={
+                "holdout": {k: v for k, v in artifact.metrics["holdout"].items()},
+                "seconds": artifact.training["seconds"],
+            },
+            tags={
+                "data_fingerprint": data["data_fingerprint"],
+                "model_version": artifact.version,
+                "content_hash": artifact.content_hash,
+            },
+            extra_dirs=extra,
+            run_name=f"{args.name}-{artifact.version}",
+        )
+    logger.info("logged MLflow run %s to %s", run.run_id, args.tracking_uri)
+    if not args.register:
+        return None
+    return register(args.tracking_uri, run, args.name, artifact.content_hash, args.alias)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    # The environment is read here, at the entry point, and nowhere below.
+    args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri()
     try:
-        artifact = run(args)
+        artifact, version = run(args)
     except ModelError as exc:
         print(f"genre-train: {exc}", file=sys.stderr)
         return 2
@@ -185,10 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "artifact": str(args.out),
                 "name": artifact.name,
                 "version": artifact.version,
+                "registered_version": version,
+                "alias": args.alias if version else None,
                 "micro_f1": round(holdout["micro_f1"], 4),
                 "macro_f1": round(holdout["macro_f1"], 4),
                 "samples_f1": round(holdout["samples_f1"], 4),
                 "n_holdout": holdout["n"],
+                "seconds": artifact.training["seconds"],
             }
         )
     )

@@ -121,6 +121,13 @@ def running_service(
         f"{settings.group_id}-{name}",
         model_updates=model_updates,
     )
+    with serving(service, name) as running:
+        yield running
+
+
+@contextmanager
+def serving(service: GenreService, name: str = "svc") -> Iterator[GenreService]:
+    """Runs a built service in a thread; on exit stops it, joins, and re-raises anything it raised."""
     failure: list[BaseException] = []
 
     def target() -> None:

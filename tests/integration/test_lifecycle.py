@@ -20,6 +20,7 @@ from consumer.reload import MAX_ATTEMPTS, ModelWatcher
 from consumer.settings import KafkaSettings
 from model.artifact import WEIGHTS_FILE, load_artifact, save_artifact
 from model.predictor import DEFAULT_ARTIFACT, Predictor, load_predictor
+from model.registry import FolderSource
 from producer_tools import clients
 from producer_tools.topics import create_topics
 from tests.integration.conftest import Topics, overview_records, produce, running_service, service_settings, wait_for
@@ -71,7 +72,11 @@ def test_hot_reload_swaps_at_a_batch_boundary_and_refuses_a_broken_version(
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
     watcher = ModelWatcher(
-        current, champion.artifact.content_hash, lambda p: load_predictor(p, embedder=predictor.embedder), 0.2, metrics
+        FolderSource(current),
+        champion.artifact.content_hash,
+        lambda p: load_predictor(p, embedder=predictor.embedder),
+        0.2,
+        metrics,
     ).start()
     rows = overview_records(real_overviews.iloc[12_000:12_600])
     try:

@@ -6,10 +6,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from model.artifact import load_artifact
+from model.embedder import SentenceEmbedder
+from model.errors import ArtifactMismatchError
 from model.predictor import load_predictor
 from tests.processes import BIN
 
@@ -34,6 +37,8 @@ def test_train_then_eval_then_serve_a_tiny_model(overviews_csv: Path, tmp_path: 
             "",
             "--folds",
             "2",
+            "--candidate",
+            "emb_lr",
         ],
         capture_output=True,
         text=True,
@@ -83,3 +88,15 @@ def test_eval_refuses_a_tampered_model(overviews_csv: Path, tmp_path: Path) -> N
         check=False,
     )
     assert done.returncode == 2 and "content hash mismatch" in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "tensors",
+    [
+        {"encoder.encoder.layer.5.output.dense.weight": np.zeros((3, 3), np.float16)},  # wrong shape
+        {"encoder.encoder.layer.9.output.dense.bias": np.zeros(384, np.float16)},  # no such layer
+    ],
+)
+def test_fine_tuned_layers_that_do_not_fit_the_encoder_are_refused(tensors: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ArtifactMismatchError, match="does not fit this embedding model"):
+        SentenceEmbedder(backend="fp32", encoder_tensors=tensors).load()

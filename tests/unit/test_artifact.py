@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -91,3 +92,23 @@ def test_committed_default_artifact_loads_and_verifies() -> None:
     art = load_artifact(DEFAULT_ARTIFACT)
     assert art.embedding.dimension == 384 and len(art.head.labels) >= 15
     assert art.metrics["holdout"]["micro_f1"] > 0.5
+
+
+def test_fine_tuned_encoder_tensors_round_trip_and_are_covered_by_the_hash(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    encoder = {
+        "encoder.encoder.layer.5.output.dense.weight": rng.normal(size=(8, 4)).astype(np.float16),
+        "encoder.encoder.layer.5.output.dense.bias": rng.normal(size=8).astype(np.float16),
+    }
+    saved = save_artifact(dataclasses.replace(make_artifact(), encoder=encoder), tmp_path)
+    loaded = load_artifact(tmp_path)
+    assert loaded.content_hash == saved.content_hash
+    assert set(loaded.encoder) == set(encoder)
+    for key, array in encoder.items():
+        assert loaded.encoder[key].dtype == np.float16 and np.array_equal(loaded.encoder[key], array)
+    # Dropping the encoder from the metadata (serving the head on the base encoder) is tampering.
+    meta = json.loads((tmp_path / METADATA_FILE).read_text())
+    meta["encoder_tensors"] = []
+    (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactIntegrityError, match="content hash mismatch"):
+        load_artifact(tmp_path)

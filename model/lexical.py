@@ -1,0 +1,100 @@
+"""A lexical (TF-IDF + linear) genre scorer stored as plain arrays and a vocabulary: no pickle.
+
+Blended with the encoder's scores it adds what a 256-token sentence encoder smooths away: rare
+content words and names that are strong genre cues ("zombie", "Christmas", "documentary").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+FloatArray = npt.NDArray[np.float32]
+
+VECTORIZER_OPTIONS: dict[str, Any] = {
+    "sublinear_tf": True,
+    "ngram_range": (1, 2),
+    "stop_words": "english",
+    "strip_accents": "unicode",
+    "lowercase": True,
+}
+"""Fixed tokenisation; stored in the artifact so serving tokenises exactly like training."""
+
+
+@dataclass(frozen=True)
+class LexicalHead:
+    """TF-IDF over a fixed vocabulary, then one logistic regression per genre."""
+
+    vocabulary: tuple[str, ...]
+    idf: FloatArray
+    coef: FloatArray
+    """(n_labels, n_terms)"""
+    intercept: FloatArray
+    options: dict[str, Any] = field(default_factory=lambda: dict(VECTORIZER_OPTIONS))
+
+    def __post_init__(self) -> None:
+        if self.idf.shape != (len(self.vocabulary),) or self.coef.shape[1] != len(self.vocabulary):
+            raise ValueError("idf and coef must have one entry per vocabulary term")
+        if self.intercept.shape != (self.coef.shape[0],):
+            raise ValueError("one intercept per label")
+
+    @cached_property
+    def vectorizer(self) -> TfidfVectorizer:
+        options = dict(self.options)
+        options["ngram_range"] = tuple(options["ngram_range"])
+        vec = TfidfVectorizer(vocabulary={t: i for i, t in enumerate(self.vocabulary)}, **options)
+        vec.idf_ = self.idf
+        return vec
+
+    def predict_proba(self, texts: Sequence[str]) -> FloatArray:
+        z = self.vectorizer.transform(list(texts)) @ self.coef.T.astype(np.float32) + self.intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-np.asarray(z))), np.float32)
+
+    @classmethod
+    def fit(
+        cls, texts: Sequence[str], y: npt.NDArray[np.bool_], *, max_features: int = 50_000, c: float = 1.0
+    ) -> LexicalHead:
+        vec = TfidfVectorizer(min_df=2, max_features=max_features, **VECTORIZER_OPTIONS)
+        x = vec.fit_transform(list(texts))
+        coefs, intercepts = [], []
+        for j in range(y.shape[1]):
+            clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+            clf.fit(x, y[:, j])
+            coefs.append(clf.coef_[0])
+            intercepts.append(clf.intercept_[0])
+        return cls(
+            tuple(str(t) for t in vec.get_feature_names_out()),
+            np.asarray(vec.idf_, np.float32),
+            # fp16 halves the artifact; logits move by < 1e-3.
+            np.asarray(coefs, np.float16).astype(np.float32),
+            np.asarray(intercepts, np.float32),
+        )
+
+    def tensors(self) -> dict[str, npt.NDArray[Any]]:
+        return {
+            "lexical.idf": self.idf,
+            "lexical.coef": self.coef.astype(np.float16),
+            "lexical.intercept": self.intercept,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        options = dict(self.options)
+        options["ngram_range"] = list(options["ngram_range"])
+        return {"vocabulary": list(self.vocabulary), "options": options}
+
+    @classmethod
+    def from_parts(cls, metadata: dict[str, Any], tensors: dict[str, npt.NDArray[Any]]) -> LexicalHead:
+        return cls(
+            tuple(metadata["vocabulary"]),
+            np.asarray(tensors["lexical.idf"], np.float32),
+            np.asarray(tensors["lexical.coef"], np.float32),
+            np.asarray(tensors["lexical.intercept"], np.float32),
+            dict(metadata["options"]),
+        )
