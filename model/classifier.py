@@ -110,6 +110,32 @@ def tune_thresholds(
     return best
 
 
+def tune_thresholds_micro(
+    y_true: npt.NDArray[np.bool_], proba: FloatArray, grid: Sequence[float] | None = None, passes: int = 2
+) -> FloatArray:
+    """Per-label thresholds maximising micro-F1 over all labels (the served metric) by coordinate
+    ascent, starting from the per-label optimum: frequent genres then trade a little of their own F1
+    for fewer false positives overall, rare genres get bolder thresholds."""
+    candidates = np.asarray(grid if grid is not None else np.arange(0.05, 0.951, 0.025), np.float32)
+    predicted = proba[None, :, :] >= candidates[:, None, None]  # (n_candidates, n, n_labels)
+    tp = (predicted & y_true[None]).sum(axis=1)  # (n_candidates, n_labels)
+    fp = (predicted & ~y_true[None]).sum(axis=1)
+    fn = y_true.sum(axis=0)[None, :] - tp
+    start = tune_thresholds(y_true, proba, candidates.tolist())
+    pick = np.asarray([int(np.argmin(np.abs(candidates - t))) for t in start])
+    labels = np.arange(y_true.shape[1])
+    for _ in range(passes):
+        for j in labels:
+            others = labels != j
+            base_tp = tp[pick[others], labels[others]].sum()
+            base_wrong = fp[pick[others], labels[others]].sum() + fn[pick[others], labels[others]].sum()
+            total_tp = base_tp + tp[:, j]
+            total_wrong = base_wrong + fp[:, j] + fn[:, j]
+            f1 = 2 * total_tp / np.maximum(2 * total_tp + total_wrong, 1)
+            pick[j] = int(np.argmax(f1))
+    return np.asarray(candidates[pick], np.float32)
+
+
 BLEND_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
@@ -127,7 +153,7 @@ def best_blend(
     best: tuple[float, float, FloatArray] = (-1.0, 0.0, np.full(y.shape[1], 0.5, np.float32))
     for weight in grid:
         proba = (1.0 - weight) * dense + weight * lexical
-        thresholds = tune_thresholds(y, proba)
+        thresholds = tune_thresholds_micro(y, proba)
         score = micro_f1(y, decide(proba, thresholds))
         if score > best[0]:
             best = (score, weight, thresholds)

@@ -31,7 +31,7 @@ from model.candidates import (
     fit_candidate,
     inference_seconds_per_1k,
 )
-from model.classifier import best_blend, decide, tune_thresholds
+from model.classifier import best_blend, decide, tune_thresholds_micro
 from model.cleaning import add_arguments as add_cleaning_arguments
 from model.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
 from model.errors import ModelError
@@ -81,7 +81,7 @@ def out_of_fold_decisions(
     for k in np.unique(fold_of):
         inside, outside = fold_of == k, fold_of != k
         if lexical is None:
-            thresholds, scores = tune_thresholds(y[outside], oof[outside]), oof[inside]
+            thresholds, scores = tune_thresholds_micro(y[outside], oof[outside]), oof[inside]
         else:
             weight, thresholds = best_blend(y[outside], oof[outside], lexical[outside])
             scores = (1.0 - weight) * oof[inside] + weight * lexical[inside]

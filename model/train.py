@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from model.artifact import ModelArtifact, save_artifact, weights_digest
 from model.candidates import SERVABLE, CandidateName, Workspace, embed_texts, fit_candidate
-from model.classifier import DenseHead, best_blend, tune_thresholds
+from model.classifier import DenseHead, best_blend, tune_thresholds_micro
 from model.cleaning import add_arguments as add_cleaning_arguments
 from model.cleaning import config_from_args
 from model.eda import write_report
@@ -95,7 +95,7 @@ def fit_with_thresholds(
         if fitted.head is None:
             raise ModelError(f"candidate {name} has no head")
         if not blend:
-            return Trained(fitted.head.with_thresholds(tune_thresholds(ws.y[val_rows], dense)), fitted.encoder)
+            return Trained(fitted.head.with_thresholds(tune_thresholds_micro(ws.y[val_rows], dense)), fitted.encoder)
         lexical = LexicalHead.fit([ws.texts[i] for i in fit_rows], ws.y[fit_rows])
         weight, thresholds = best_blend(ws.y[val_rows], dense, lexical.predict_proba([ws.texts[i] for i in val_rows]))
         return Trained(fitted.head.with_thresholds(thresholds), fitted.encoder, lexical if weight > 0 else None, weight)
@@ -106,7 +106,7 @@ def fit_with_thresholds(
     fitted = fit_candidate(name, ws, everything, c=c, seed=seed)
     if fitted.head is None:
         raise ModelError(f"candidate {name} cannot be served (no encoder + head form); pick one of {sorted(SERVABLE)}")
-    return Trained(fitted.head.with_thresholds(tune_thresholds(ws.y, oof)), fitted.encoder)
+    return Trained(fitted.head.with_thresholds(tune_thresholds_micro(ws.y, oof)), fitted.encoder)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -100,3 +100,27 @@ def test_eval_refuses_a_tampered_model(overviews_csv: Path, tmp_path: Path) -> N
 def test_fine_tuned_layers_that_do_not_fit_the_encoder_are_refused(tensors: dict[str, np.ndarray]) -> None:
     with pytest.raises(ArtifactMismatchError, match="does not fit this embedding model"):
         SentenceEmbedder(backend="fp32", encoder_tensors=tensors).load()
+
+
+@pytest.mark.timeout(300)
+def test_the_committed_model_scores_what_it_claims_on_the_held_out_split(overviews_csv: Path) -> None:
+    """Rebuilds genre-train's held-out split (same loader, cleaning and seed) and scores the committed
+    artifact through the serving path: the recorded figure is reproducible, not just written down."""
+    from model.metrics import binarize, f1_report
+    from model.predictor import DEFAULT_ARTIFACT
+    from model.splits import prepare
+    from model.train import build_parser
+
+    artifact = load_artifact(DEFAULT_ARTIFACT)
+    args = build_parser().parse_args(["--data", str(overviews_csv), "--out", "unused"])
+    data = prepare(args)
+    assert data.fingerprint == artifact.training["data_fingerprint"], "the shared data changed since training"
+    predictor = load_predictor(DEFAULT_ARTIFACT)
+    predictions = predictor.predict(data.holdout["overview"].tolist())
+    labels = list(predictor.labels)
+    report = f1_report(data.y_holdout, binarize([p.genres for p in predictions], labels), labels)
+    recorded = artifact.metrics["holdout"]
+    assert report["n"] == recorded["n"] == len(data.holdout)
+    assert report["micro_f1"] == pytest.approx(recorded["micro_f1"], abs=0.003)
+    # Clearly above the frozen-encoder baselines (logistic regression 0.58, MLP 0.59 on this data).
+    assert report["micro_f1"] > 0.62

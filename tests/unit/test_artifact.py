@@ -92,6 +92,10 @@ def test_committed_default_artifact_loads_and_verifies() -> None:
     art = load_artifact(DEFAULT_ARTIFACT)
     assert art.embedding.dimension == 384 and len(art.head.labels) >= 15
     assert art.metrics["holdout"]["micro_f1"] > 0.5
+    # The served model: fine-tuned top encoder layers, blended with the lexical scorer.
+    assert art.encoder and all(k.startswith("encoder.encoder.layer.") for k in art.encoder)
+    assert "+tuned:" in art.embedding.revision
+    assert art.lexical is not None and 0.0 < art.lexical_weight < 1.0
 
 
 def test_fine_tuned_encoder_tensors_round_trip_and_are_covered_by_the_hash(tmp_path: Path) -> None:

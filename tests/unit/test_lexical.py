@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.artifact import METADATA_FILE, load_artifact, save_artifact
-from model.classifier import best_blend, micro_f1
+from model.classifier import best_blend, micro_f1, tune_thresholds, tune_thresholds_micro
 from model.errors import ArtifactIntegrityError
 from model.lexical import LexicalHead
 from tests.unit.test_artifact import make_artifact
@@ -64,3 +64,21 @@ def test_micro_f1_counts_every_label_decision() -> None:
     assert micro_f1(y, y) == 1.0
     assert micro_f1(y, ~y) == 0.0
     assert micro_f1(y, np.array([[True, True], [False, True]])) == pytest.approx(2 * 2 / (2 * 2 + 2))
+
+
+def test_micro_tuned_thresholds_stop_a_hopeless_rare_genre_from_flooding_the_output() -> None:
+    rng = np.random.default_rng(3)
+    n = 1000
+    y = np.zeros((n, 2), bool)
+    y[: n // 2, 0] = True  # frequent genre, perfectly separable
+    y[rng.choice(n, 50, replace=False), 1] = True  # rare genre the scores know nothing about
+    proba = np.zeros((n, 2), np.float32)
+    proba[:, 0] = np.where(y[:, 0], 0.9, 0.1)
+    proba[:, 1] = rng.random(n).astype(np.float32) * 0.9
+    per_label = tune_thresholds(y, proba)
+    micro = tune_thresholds_micro(y, proba)
+    # Alone, the rare genre's F1 is best when everything is tagged with it; for the whole output it is not.
+    assert (proba[:, 1] >= per_label[1]).sum() > 300 and micro[1] > per_label[1]
+    assert micro_f1(y, proba >= micro) > micro_f1(y, proba >= per_label) + 0.2
+    assert micro[0] == pytest.approx(per_label[0], abs=0.5)  # the clean genre stays between its two score levels
+    assert 0.1 < micro[0] <= 0.9
