@@ -46,6 +46,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         device=m.device,
         batch_size=m.encode_batch_size,
         threads=m.torch_threads,
+        embedding_cache_size=m.embedding_cache_size,
     )
 
     def load_sharing_embedder(uri: str | Path) -> Predictor:

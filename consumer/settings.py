@@ -233,6 +233,9 @@ class ModelSettings(_EnvSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
     torch_threads: int = Field(default=0, ge=0, le=256, description="torch CPU threads; 0 = one per core")
+    embedding_cache_size: int = Field(
+        default=0, ge=0, le=10_000_000, description="remember embeddings of this many distinct overviews; 0 = off"
+    )
     reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
     shadow_uri: str = Field(
         default="", description="artifact folder or models:/ URI of a shadow model (outputs to the shadow topic)"

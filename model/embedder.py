@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -144,6 +145,9 @@ class SentenceEmbedder:
         max_seq_length: token limit; longer texts are truncated by the tokenizer.
         threads: CPU threads for torch (0 keeps torch's default of one per core); with several
             replicas on one machine, cores / replicas avoids oversubscription.
+        cache_size: remember the embeddings of this many distinct texts (least recently used
+            evicted; 0 turns it off). Repeated overviews (a catalogue re-published, a retried
+            producer) then skip the encoder; ~1.5 KB per entry at 384 dimensions.
         encoder_tensors: fine-tuned encoder weights (`encoder.`-prefixed state-dict keys, see
             `model.finetune`) loaded over the base model; they become part of the revision, so a
             head is only ever paired with the encoder it was trained with.
@@ -158,6 +162,7 @@ class SentenceEmbedder:
         max_seq_length: int = 256,
         threads: int = 0,
         encoder_tensors: Mapping[str, npt.NDArray[Any]] | None = None,
+        cache_size: int = 0,
     ) -> None:
         self.model = model
         self.backend = Backend(backend)
@@ -168,6 +173,10 @@ class SentenceEmbedder:
         self.encoder_tensors = dict(encoder_tensors or {})
         self._memo: tuple[tuple[str, ...], npt.NDArray[np.float32]] | None = None
         self._memo_lock = threading.Lock()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self.cache_hits = 0
+        """Texts served from the cache so far (readers take differences)."""
 
     def load(self) -> SentenceEmbedder:
         """Loads the encoder from local files only; returns self."""
@@ -216,6 +225,7 @@ class SentenceEmbedder:
             self.max_seq_length,
             self.threads,
             encoder_tensors,
+            self.cache_size,
         )
 
     def fit(self, texts: Sequence[str] | None = None, y: object = None) -> SentenceEmbedder:
@@ -240,10 +250,28 @@ class SentenceEmbedder:
         with self._memo_lock:
             if self._memo is not None and self._memo[0] == key:
                 return self._memo[1]
-        vectors = self._encode(key)
+        vectors = self._encode_cached(key) if self.cache_size > 0 else self._encode(key)
         with self._memo_lock:
             self._memo = (key, vectors)
         return vectors
+
+    def _encode_cached(self, texts: tuple[str, ...]) -> npt.NDArray[np.float32]:
+        """Encodes only texts not seen recently (each distinct one once), then assembles in order."""
+        with self._memo_lock:
+            known = {t: self._cache[t] for t in set(texts) if t in self._cache}
+            for t in known:
+                self._cache.move_to_end(t)
+        missing = tuple(dict.fromkeys(t for t in texts if t not in known))
+        fresh = dict(zip(missing, self._encode(missing), strict=True)) if missing else {}
+        with self._memo_lock:
+            for t, v in fresh.items():
+                self._cache[t] = v
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            self.cache_hits += sum(1 for t in texts if t in known)
+        out = np.stack([known[t] if t in known else fresh[t] for t in texts])
+        out.flags.writeable = False
+        return out
 
     def _encode(self, texts: tuple[str, ...]) -> npt.NDArray[np.float32]:
         vectors = self.model_.encode(

@@ -107,6 +107,7 @@ def load_predictor(
     batch_size: int = 32,
     embedder: SentenceEmbedder | None = None,
     threads: int = 0,
+    embedding_cache_size: int = 0,
 ) -> Predictor:
     """Loads a predictor from an artifact folder or the model registry.
 
@@ -119,6 +120,7 @@ def load_predictor(
         device: `cpu`, `cuda` or `auto`.
         batch_size: encoder forward-pass size.
         threads: torch CPU threads (0: torch's default).
+        embedding_cache_size: distinct texts whose embeddings are remembered (0: off).
         embedder: an already loaded embedder to share (hot reload, shadow and canary heads). An
             artifact with other fine-tuned encoder layers gets a sibling embedder (same settings,
             its own layers); one trained on another embedding model is refused.
@@ -140,6 +142,7 @@ def load_predictor(
             batch_size=batch_size,
             threads=threads,
             encoder_tensors=artifact.encoder,
+            cache_size=embedding_cache_size,
         )
     predictor = Predictor(artifact, embedder)
     logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)

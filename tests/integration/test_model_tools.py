@@ -124,3 +124,14 @@ def test_the_committed_model_scores_what_it_claims_on_the_held_out_split(overvie
     assert report["micro_f1"] == pytest.approx(recorded["micro_f1"], abs=0.003)
     # Clearly above the frozen-encoder baselines (logistic regression 0.58, MLP 0.59 on this data).
     assert report["micro_f1"] > 0.62
+
+
+def test_the_embedding_cache_returns_what_the_encoder_would(real_overviews: pd.DataFrame) -> None:
+    texts = real_overviews["overview"].iloc[:40].tolist()
+    cached = load_predictor(embedding_cache_size=100)
+    plain = load_predictor()
+    first = cached.predict(texts[:30])
+    again = cached.predict(texts[10:40])  # 20 repeats, 10 new
+    assert cached.embedder.cache_hits == 20
+    assert [p.genres for p in again[:20]] == [p.genres for p in first[10:30]]
+    assert [p.genres for p in again] == [p.genres for p in plain.predict(texts[10:40])]
