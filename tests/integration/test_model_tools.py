@@ -135,3 +135,30 @@ def test_the_embedding_cache_returns_what_the_encoder_would(real_overviews: pd.D
     assert cached.embedder.cache_hits == 20
     assert [p.genres for p in again[:20]] == [p.genres for p in first[10:30]]
     assert [p.genres for p in again] == [p.genres for p in plain.predict(texts[10:40])]
+
+
+@pytest.mark.timeout(400)
+def test_the_bf16_backend_keeps_parity_with_fp32_on_the_held_out_split(overviews_csv: Path) -> None:
+    """The backend rule: a faster backend is offered only with embeddings at cosine >= 0.99 to fp32
+    and held-out micro-F1 within 0.005 of fp32, for the served model (tuned layers included)."""
+    from model.metrics import binarize, f1_report
+    from model.predictor import DEFAULT_ARTIFACT
+    from model.splits import prepare
+    from model.train import build_parser
+
+    data = prepare(build_parser().parse_args(["--data", str(overviews_csv), "--out", "unused"]))
+    texts = data.holdout["overview"].tolist()
+    scores, vectors = {}, {}
+    for backend in ("fp32", "bf16"):
+        predictor = load_predictor(DEFAULT_ARTIFACT, backend=backend)
+        labels = list(predictor.labels)
+        predicted = predictor.predict(texts)
+        scores[backend] = f1_report(data.y_holdout, binarize([p.genres for p in predicted], labels), labels)
+        vectors[backend] = predictor.embedder.transform(texts[:500])
+    cosine = (vectors["fp32"] * vectors["bf16"]).sum(axis=1)  # unit vectors
+    print(
+        f"\nbf16 vs fp32: min cosine {cosine.min():.5f}, micro-F1 {scores['bf16']['micro_f1']:.4f} "
+        f"vs {scores['fp32']['micro_f1']:.4f}"
+    )
+    assert cosine.min() >= 0.99
+    assert abs(scores["bf16"]["micro_f1"] - scores["fp32"]["micro_f1"]) <= 0.005
