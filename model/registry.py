@@ -232,17 +232,27 @@ class RegistrySource:
     def fetch(self, identity: str) -> Path:
         import mlflow.artifacts
 
-        mv = _client(self.tracking_uri).get_model_version(self.ref.name, identity)
+        try:
+            mv = _client(self.tracking_uri).get_model_version(self.ref.name, identity)
+        except RegistryError:
+            raise
+        except Exception as exc:  # MlflowException, connection errors: say which model and store
+            raise ArtifactNotFoundError(
+                f"{self.ref.name} version {identity} not readable from {self.tracking_uri}: {exc}"
+            ) from exc
         target = self.cache_dir / self.ref.name / str(mv.version)
         if not (target / METADATA_FILE).is_file():
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".download-", dir=self.cache_dir))
             try:
-                got = Path(
-                    mlflow.artifacts.download_artifacts(
-                        artifact_uri=mv.source, dst_path=str(staging), tracking_uri=self.tracking_uri
+                try:
+                    got = Path(
+                        mlflow.artifacts.download_artifacts(
+                            artifact_uri=mv.source, dst_path=str(staging), tracking_uri=self.tracking_uri
+                        )
                     )
-                )
+                except Exception as exc:  # the store's artifact backend failed; keep the cause
+                    raise ArtifactNotFoundError(f"cannot download {self.ref.name} version {mv.version}: {exc}") from exc
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(target, ignore_errors=True)
                 got.rename(target)  # atomic: a reader sees a whole version or none

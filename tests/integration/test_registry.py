@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 from consumer.__main__ import build_service
 from consumer.messages import GenrePrediction
 from consumer.settings import KafkaSettings, ModelSettings, Settings
-from model.registry import RegistryRef, RegistrySource
+from model.errors import ArtifactNotFoundError
+from model.registry import RegistryRef, RegistrySource, materialize
 from producer_tools import clients
 from tests.integration.conftest import (
     Topics,
@@ -134,3 +135,13 @@ def test_train_register_and_serve_by_alias_then_follow_the_alias(
     assert (report.inputs, report.outputs, report.missing, report.duplicated) == (200, 200, 0, 0)
     counts = outputs_by_version(kafka, t.output, 200)
     assert counts == {first["version"]: 100, second["version"]: 100}, counts
+
+
+def test_an_unknown_model_or_version_is_a_clear_error(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}"
+    source = RegistrySource(RegistryRef.parse("models:/nobody@champion"), store, tmp_path / "cache")
+    assert source.probe() is None
+    with pytest.raises(ArtifactNotFoundError, match="no readable model at models:/nobody@champion"):
+        materialize(source)
+    with pytest.raises(ArtifactNotFoundError, match="nobody version 1 not readable from sqlite"):
+        source.fetch("1")
