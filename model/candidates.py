@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from tqdm import tqdm
 
-from model.classifier import DenseHead
+from model.classifier import DenseHead, fit_logistic
 from model.embedder import Backend, SentenceEmbedder
 from model.finetune import FineTuneConfig, TopLayerTuner
 from model.lexical import LexicalHead
@@ -110,17 +109,6 @@ def embed_texts(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, vectors, allow_pickle=False)
     return vectors
-
-
-def fit_logistic(x: Any, y: BoolArray, c: float) -> tuple[FloatArray, FloatArray]:
-    """One balanced binary logistic regression per label; returns (coef, intercept)."""
-    coefs, intercepts = [], []
-    for j in range(y.shape[1]):
-        clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-        clf.fit(x, y[:, j])
-        coefs.append(clf.coef_[0])
-        intercepts.append(clf.intercept_[0])
-    return np.asarray(coefs, np.float32), np.asarray(intercepts, np.float32)
 
 
 @dataclass

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.linear_model import LogisticRegression
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,17 @@ class DenseHead:
         ws = tuple(np.asarray(c, dtype=np.float32).copy() for c in coefs)
         bs = tuple(np.asarray(i, dtype=np.float32).reshape(-1).copy() for i in intercepts)
         return cls(tuple(labels), ws, bs, np.full(len(labels), 0.5, np.float32))
+
+
+def fit_logistic(x: Any, y: npt.NDArray[np.bool_], c: float) -> tuple[FloatArray, FloatArray]:
+    """One balanced binary logistic regression per label; returns (coef, intercept)."""
+    coefs, intercepts = [], []
+    for j in range(y.shape[1]):
+        clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+        clf.fit(x, y[:, j])
+        coefs.append(clf.coef_[0])
+        intercepts.append(clf.intercept_[0])
+    return np.asarray(coefs, np.float32), np.asarray(intercepts, np.float32)
 
 
 def decide(proba: FloatArray, thresholds: FloatArray, min_genres: int = 1) -> npt.NDArray[np.bool_]:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+
+from model.classifier import fit_logistic
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -63,12 +64,7 @@ class LexicalHead:
     ) -> LexicalHead:
         vec = TfidfVectorizer(min_df=2, max_features=max_features, **VECTORIZER_OPTIONS)
         x = vec.fit_transform(list(texts))
-        coefs, intercepts = [], []
-        for j in range(y.shape[1]):
-            clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-            clf.fit(x, y[:, j])
-            coefs.append(clf.coef_[0])
-            intercepts.append(clf.intercept_[0])
+        coefs, intercepts = fit_logistic(x, y, c)
         return cls(
             tuple(str(t) for t in vec.get_feature_names_out()),
             np.asarray(vec.idf_, np.float32),
