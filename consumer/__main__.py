@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -73,6 +75,19 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
     return GenreService(settings.kafka, s, processor, metrics, txn_id, model_updates=watcher), watcher
 
 
+def exit_stuck(timeout_s: float) -> None:
+    """The stop deadline: a stop that outlives it is reported with every thread's stack, then ended.
+
+    Nothing is lost by ending it: outputs and offsets are committed together (or outputs first),
+    so what was in flight is processed again by the partition's next owner. Exiting here, before
+    the orchestrator's SIGKILL, leaves the reason in the log.
+    """
+    logger.error("not stopped %.0fs after the signal (GENRE_STOP_TIMEOUT_S): exiting; stacks follow", timeout_s)
+    logging.shutdown()
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(EXIT_FAILURE)
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -100,12 +115,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         health = HealthServer(registry, service.ready, settings.service.metrics_host, settings.service.metrics_port)
         health.start()
 
+    stop_deadline = threading.Timer(settings.service.stop_timeout_s, exit_stuck, (settings.service.stop_timeout_s,))
+    stop_deadline.daemon = True
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logger.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
         service.stop()
+        if not stop_deadline.is_alive():
+            stop_deadline.start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr without stopping anything: the way
+    # to see where a stop that outlives its grace period is waiting (k8s: before the SIGKILL).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     code = EXIT_OK
     try:
         service.run()
@@ -118,9 +141,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             watcher.close()
         if health is not None:
             health.close()
-    if service.abandoned_producers:
-        # A replaced producer may still sit inside a hung librdkafka call; its finalizer could
-        # block interpreter shutdown, so leave without running finalizers (logs are flushed).
+    if service.abandoned_producers or service.abandoned_consumer:
+        # A replaced producer or an unclosed consumer may still sit inside a hung librdkafka call;
+        # its finalizer could block interpreter shutdown, so leave without running finalizers.
         logging.shutdown()
         os._exit(code)
     return code

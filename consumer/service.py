@@ -25,6 +25,33 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = "genre-consumer"
 MAX_BACKOFF_S = 30.0
 MONITOR_INTERVAL_S = 2.0
+CLOSE_DEADLINE_S = 30.0
+
+
+def call_with_deadline(what: str, deadline_s: float, call: Callable[..., object], *args: Any) -> bool:
+    """Runs a blocking client call on a daemon thread; False when it has not returned by the deadline.
+
+    Re-raises what the call raised. A call that never returns (librdkafka #5456/#5511: e.g.
+    send_offsets_to_transaction after a coordinator restart; a consumer close that races a
+    cooperative rebalance) must neither hang the service nor keep the process from exiting.
+    """
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            call(*args)
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"bounded-{what}", daemon=True).start()
+    if not done.wait(deadline_s):
+        return False
+    if failure:
+        raise failure[0]
+    return True
 
 
 class ModelUpdates(Protocol):
@@ -116,9 +143,13 @@ class GenreService:
         self._failures = 0
         self._timeout = settings.delivery_timeout_s + 5.0
         self._hang_deadline_s = self._timeout + 10.0  # beyond every timeout librdkafka was given
+        self._close_deadline_s = CLOSE_DEADLINE_S
         self._txn_ready = False
         self._unavailable_since: float | None = None
+        # Clients left inside a call that never returned: never touched again, and the process
+        # must exit without running their finalizers (see __main__).
         self.abandoned_producers: list[Producer] = []
+        self.abandoned_consumer = False
         self._produce_seconds = 0.0
         # Next offset to process per partition: the first record seen, then each delivered batch's end.
         self._frontier: dict[TopicPartition, int] = {}
@@ -187,9 +218,26 @@ class GenreService:
         try:
             self._producer.flush(self._timeout)
         finally:
-            # close() commits nothing (auto-commit is off) and leaves the group promptly.
-            self._consumer.close()
-            logger.info("consumer closed, left group %s", self.settings.group_id)
+            # Both closes are bounded: everything delivered is already committed, so a close that
+            # hangs only delays the group's rebalance until the broker expires this member
+            # (session.timeout.ms) and the transaction coordinator aborts what was open.
+            # consumer.close() commits nothing (auto-commit is off) and leaves the group promptly.
+            if self._close_client("consumer", self._consumer.close):
+                logger.info("consumer closed, left group %s", self.settings.group_id)
+            else:
+                self.abandoned_consumer = True
+            if not self._close_client("producer", self._producer.close):
+                self.abandoned_producers.append(self._producer)
+
+    def _close_client(self, name: str, close: Callable[[], object]) -> bool:
+        if call_with_deadline(f"{name}-close", self._close_deadline_s, close):
+            return True
+        logger.error(
+            "%s close did not return in %.0fs: exiting without it (nothing uncommitted is lost)",
+            name,
+            self._close_deadline_s,
+        )
+        return False
 
     # -- polling ----------------------------------------------------------------------------------
 
@@ -364,7 +412,7 @@ class GenreService:
                     continue
                 raise
 
-    def _bounded(self, what: str, call: Callable[..., None], *args: Any) -> None:
+    def _bounded(self, what: str, call: Callable[..., object], *args: Any) -> None:
         """Runs a blocking transactional call with a hard deadline.
 
         Raises:
@@ -372,26 +420,9 @@ class GenreService:
             TransactionError: the call outlived its deadline; the producer was replaced by a new one
                 with the same transactional.id, which fences the stuck one and aborts its transaction.
         """
-        # A daemon thread per call: a call that never returns (librdkafka #5456/#5511, e.g.
-        # send_offsets_to_transaction after a coordinator restart) must neither hang the service
-        # nor keep the process from exiting.
-        failure: list[BaseException] = []
-        done = threading.Event()
-
-        def target() -> None:
-            try:
-                call(*args)
-            except BaseException as exc:  # handed to the caller's thread below
-                failure.append(exc)
-            finally:
-                done.set()
-
-        threading.Thread(target=target, name=f"txn-{what}", daemon=True).start()
-        if not done.wait(self._hang_deadline_s):
+        if not call_with_deadline(what, self._hang_deadline_s, call, *args):
             self._replace_producer(what)
             raise TransactionError(f"{what} hung past {self._hang_deadline_s:.0f}s; producer replaced")
-        if failure:
-            raise failure[0]
 
     def _replace_producer(self, what: str) -> None:
         logger.error("%s did not return: replacing the transactional producer (the stuck one is abandoned)", what)

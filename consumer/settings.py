@@ -144,6 +144,9 @@ class ServiceSettings(_EnvSettings):
     max_unavailable_s: float = Field(
         default=300.0, gt=0, description="exit non-zero when no broker was reachable for this long"
     )
+    stop_timeout_s: float = Field(
+        default=110.0, gt=0, description="after SIGTERM, dump stacks and exit 1 if not stopped by then"
+    )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables the HTTP server")
     metrics_host: str = "0.0.0.0"
     log_format: Literal["text", "json"] = "text"

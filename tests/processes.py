@@ -39,9 +39,14 @@ def service_env(kafka_env: dict[str, str], t: Topics, **extra: str) -> dict[str,
     )
 
 
+LOGS: dict[int, Path] = {}  # pid -> log of every consumer a test started, for failure reports
+
+
 def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen([str(BIN / "genre-consumer")], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(BIN / "genre-consumer")], env=env, stdout=out, stderr=subprocess.STDOUT)
+    LOGS[proc.pid] = log
+    return proc
 
 
 def wait_for_log(log: Path, pattern: str, timeout_s: float = 120, start: int = 0) -> None:
@@ -57,18 +62,25 @@ def wait_for_log(log: Path, pattern: str, timeout_s: float = 120, start: int = 0
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 150) -> int:
     """SIGTERM and wait; kills, reaps and raises if the process does not stop in time.
 
-    The default covers the service's worst graceful stop: finishing a batch whose transactional
-    call hangs until the 75 s watchdog replaces the producer (README; k8s grace period is 120 s).
+    The default exceeds the service's own stop deadline (GENRE_STOP_TIMEOUT_S, 110 s), after which
+    it exits 1 with its stacks in the log; a timeout here means even that failed. The log tail,
+    with a stack dump (SIGUSR1), is in the error.
     """
     if proc.poll() is not None:
         return proc.returncode
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
+        proc.send_signal(signal.SIGUSR1)  # the service dumps every thread's stack into its log
+        time.sleep(2)
         proc.kill()
         proc.wait(30)  # reap it, so no running child leaks into the next test
-        raise
+        log = LOGS.get(proc.pid)
+        tail = log.read_text(errors="replace")[-12_000:] if log else "(log unknown)"
+        raise AssertionError(
+            f"genre-consumer {proc.pid} did not stop {timeout_s:.0f}s after SIGTERM; log:\n{tail}"
+        ) from exc
 
 
 class LocalCluster:

@@ -103,6 +103,27 @@ def test_sigterm_finishes_commits_and_leaves_the_group(
     assert committed_offsets(kafka, t, 2)[0] == ends
 
 
+@pytest.mark.timeout(120)
+def test_a_stop_that_outlives_its_deadline_exits_with_every_stack_in_the_log(
+    make_topics: Callable[..., Topics], tmp_path: Path
+) -> None:
+    # No broker at this address: the service sits in init_transactions (bounded at 75 s), so a
+    # SIGTERM cannot be honoured in time and the stop deadline has to end it.
+    t = make_topics(partitions=1)
+    log = tmp_path / "consumer.log"
+    env = service_env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, t, GENRE_STOP_TIMEOUT_S="3")
+    proc = start_consumer(env, log)
+    wait_for_log(log, r"serving movie-genres@")
+    time.sleep(1)
+    started = time.monotonic()
+    code = stop(proc, timeout_s=30)
+    took = time.monotonic() - started
+    text = log.read_text(errors="replace")
+    assert code == 1 and 3 <= took < 20, (code, took)
+    assert "not stopped 3s after the signal (GENRE_STOP_TIMEOUT_S)" in text
+    assert re.search(r"Current thread .*\n(.*\n)*.*consumer/service.py.* in run", text), text[-3000:]
+
+
 @pytest.mark.timeout(300)
 def test_cli_send_tail_and_audit(kafka: KafkaSettings, make_topics: Callable[..., Topics], tmp_path: Path) -> None:
     t = make_topics(partitions=1)

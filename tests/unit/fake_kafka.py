@@ -57,6 +57,8 @@ class FakeConsumer:
     assigned: bool = False
     closed: bool = False
     on_consume: Callable[[FakeConsumer], None] | None = None
+    hang_close: threading.Event | None = None
+    """When set, close() blocks until the event is set (a librdkafka close that never returns)."""
 
     def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
         self.callbacks = callbacks
@@ -97,6 +99,8 @@ class FakeConsumer:
         return 0, len(self.log[tp.partition])
 
     def close(self) -> None:
+        if self.hang_close is not None:
+            self.hang_close.wait()
         self.closed = True
 
 
@@ -140,6 +144,10 @@ class FakeProducer:
     def abort_transaction(self, timeout: float) -> None:
         self.calls.append("abort")
         self.pending, self.pending_offsets = [], {}
+
+    def close(self) -> bool:
+        self.calls.append("close")
+        return True
 
     def flush(self, timeout: float) -> int:
         # Outside a transaction (at-least-once) a flush is what makes records durable.

@@ -28,7 +28,7 @@ class Model:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
         time.sleep(self.delay_s)
         return [Prediction(("Drama",), {"Drama": 0.9}) for _ in texts]
 
@@ -168,3 +168,17 @@ def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing() -> 
     outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in fresh.committed_records if t == "out")
     assert outputs == list(range(8)) and consumer.seeks[0] == (0, 0)
     assert service.metrics.registry.get_sample_value("genre_producer_replacements_total") == 1
+
+
+def test_a_consumer_close_that_never_returns_is_abandoned_after_everything_is_committed() -> None:
+    release = threading.Event()
+    consumer = FakeConsumer("in", {0: values(6)}, hang_close=release)
+    producer = FakeProducer()
+    service = make(consumer, producer, Model())
+    service._close_deadline_s = 0.2
+    try:
+        run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 6)
+    finally:
+        release.set()
+    assert service.abandoned_consumer and not consumer.closed and producer.calls[-1] == "close"
+    assert producer.committed_offsets == {0: 6} and len(producer.committed_records) == 6
