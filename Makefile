@@ -52,8 +52,8 @@ test-system: $(STAMP)
 train: $(STAMP)  ## retrain the default artifact from ../shared/data, log and register it as movie-genres@champion
 	$(BIN)/genre-train --data ../shared/data/movies_overviews.csv --out model/artifacts/default --register --alias champion
 
-select: $(STAMP)  ## cross-validate every model candidate (report in reports/selection)
-	$(BIN)/genre-select --data ../shared/data/movies_overviews.csv --out reports/selection
+select: $(STAMP)  ## cross-validate every model candidate (report in model/selection_report, committed)
+	$(BIN)/genre-select --data ../shared/data/movies_overviews.csv --out model/selection_report
 
 eval: $(STAMP)  ## evaluate the default artifact
 	$(BIN)/genre-eval --data ../shared/data/movies_overviews.csv --json

@@ -28,7 +28,9 @@ class PredictorLike(Protocol):
     @property
     def version(self) -> str: ...
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+    def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
+        """One prediction per overview; a model trained with titles reads `titles` too."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,7 @@ class BatchProcessor:
 
     def _predict_all(self, model: PredictorLike, role: Role, items: list[DecodedOverview]) -> list[Predicted]:
         ref = ModelRef(name=model.name, version=model.version, role=role.value)
-        predictions = model.predict([i.text for i in items])
+        predictions = model.predict([i.text for i in items], [i.message.title for i in items])
         if len(predictions) != len(items):
             raise RuntimeError(f"model returned {len(predictions)} predictions for {len(items)} texts")
         return [Predicted(i, p, ref) for i, p in zip(items, predictions, strict=True)]

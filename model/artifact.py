@@ -15,6 +15,7 @@ from safetensors.numpy import save as st_save
 from model.classifier import DenseHead
 from model.embedder import EmbeddingModelRef
 from model.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
+from model.inputs import OVERVIEW_ONLY, check_fields
 from model.lexical import LexicalHead
 
 FORMAT_VERSION = 1
@@ -43,6 +44,8 @@ class ModelArtifact:
     """Optional TF-IDF scorer blended with the head's probabilities."""
     lexical_weight: float = 0.0
     """Share of the lexical scores in the blend: p = (1 - w) * head + w * lexical."""
+    text_fields: tuple[str, ...] = OVERVIEW_ONLY
+    """The message fields the model reads (`model.inputs.document`)."""
 
 
 def _tensors(
@@ -93,6 +96,7 @@ def save_artifact(artifact: ModelArtifact, directory: Path) -> ModelArtifact:
             "revision": artifact.embedding.revision,
         },
         "encoder_tensors": sorted(artifact.encoder),
+        "text_fields": list(artifact.text_fields),
         "lexical": (
             {**artifact.lexical.metadata(), "weight": artifact.lexical_weight} if artifact.lexical is not None else None
         ),
@@ -146,6 +150,7 @@ def load_artifact(directory: Path) -> ModelArtifact:
         lexical = LexicalHead.from_parts(lexical_meta, tensors) if lexical_meta else None
         emb = metadata["embedding"]
         embedding = EmbeddingModelRef(str(emb["model_id"]), int(emb["dimension"]), str(emb["revision"]))
+        text_fields = check_fields(metadata.get("text_fields", OVERVIEW_ONLY))
     except (KeyError, ValueError) as exc:
         raise ArtifactMismatchError(f"{directory}: inconsistent artifact: {exc}") from exc
     if head.input_dimension != embedding.dimension:
@@ -165,4 +170,5 @@ def load_artifact(directory: Path) -> ModelArtifact:
         encoder=encoder,
         lexical=lexical,
         lexical_weight=float(lexical_meta["weight"]) if lexical_meta else 0.0,
+        text_fields=text_fields,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from model.data import load_overviews_csv
 from model.embedder import Backend
 from model.errors import ModelError
+from model.inputs import frame_titles
 from model.metrics import binarize, f1_report
 from model.predictor import DEFAULT_ARTIFACT, load_predictor
 
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             frame = frame.head(args.limit)
         predictor = load_predictor(args.model, backend=args.backend, tracking_uri=tracking_uri)
         started = time.perf_counter()
-        predictions = predictor.predict(frame["overview"].tolist())
+        predictions = predictor.predict(frame["overview"].tolist(), frame_titles(frame))
         seconds = time.perf_counter() - started
     except ModelError as exc:
         print(f"genre-eval: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ import numpy as np
 from model.artifact import ModelArtifact, load_artifact
 from model.embedder import Backend, SentenceEmbedder
 from model.errors import ArtifactMismatchError, ArtifactNotFoundError
+from model.inputs import documents
 from model.registry import is_registry_uri, materialize, open_source
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,16 @@ class Predictor:
     def labels(self) -> tuple[str, ...]:
         return self.artifact.head.labels
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """One prediction per text, in order. Adds the time spent to `stage_seconds` (embed, classify)."""
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        return self.artifact.text_fields
+
+    def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
+        """One prediction per overview (with its title, if any), in order.
+
+        The model reads what it was trained on (`model.inputs.document`). Adds the time spent to
+        `stage_seconds` (embed, classify)."""
+        texts = documents(texts, titles, self.artifact.text_fields)
         started = time.perf_counter()
         vectors = self.embedder.transform(texts)
         embedded = time.perf_counter()

@@ -36,6 +36,7 @@ from model.cleaning import add_arguments as add_cleaning_arguments
 from model.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
 from model.errors import ModelError
 from model.finetune import FineTuneConfig
+from model.inputs import add_text_fields_argument, frame_documents
 from model.metrics import f1_report
 from model.registry import local_tracking_uri, log_training_run
 from model.splits import TrainingData, prepare
@@ -183,7 +184,8 @@ def markdown(results: Sequence[CandidateResult], chosen: CandidateResult | None,
         "# Model selection",
         "",
         f"{context['folds']}-fold cross-validation on the training split ({context['n_train']} overviews, "
-        f"{len(results[0].cv['per_label'])} genres); thresholds per genre tuned on the other folds; "
+        f"{len(results[0].cv['per_label'])} genres; model input: {context['text_fields']}); "
+        "thresholds per genre tuned on the other folds; "
         f"latency budget {context['budget_s_per_1k']} s per 1,000 overviews on this machine.",
         "",
         "| candidate | CV micro-F1 (± fold std) | CV macro-F1 | CV samples-F1 | s / 1,000 overviews | servable |",
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="genre-select",
         description="Cross-validate every model candidate on the training split and pick the one to serve.",
-        epilog="Example: genre-select --data ../shared/data/movies_overviews.csv --out reports/selection",
+        epilog="Example: genre-select --data ../shared/data/movies_overviews.csv --out model/selection_report",
     )
     p.add_argument("--data", type=Path, required=True, help="labelled CSV (either format genre-train reads)")
     p.add_argument("--out", type=Path, required=True, help="folder for selection.json and selection.md")
@@ -234,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuned-layers", type=int, default=FineTuneConfig.tuned_layers, help="top encoder layers tuned")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or local)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the selection run to MLflow")
+    add_text_fields_argument(p)
     add_cleaning_arguments(p)
     return p
 
@@ -246,7 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data: TrainingData = prepare(args)
     embedder = SentenceEmbedder(args.embedding_model, backend=args.backend).load()
     ws = Workspace(
-        data.train["overview"].tolist(),
+        frame_documents(data.train, args.text_fields),
         data.y_train,
         data.labels,
         embedder,
@@ -260,6 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "folds": args.folds,
         "n_train": len(ws.texts),
         "budget_s_per_1k": args.budget_s_per_1k,
+        "text_fields": ",".join(args.text_fields),
         "data_fingerprint": data.fingerprint,
         "seconds": round(time.perf_counter() - started, 1),
         "candidates": [r.summary() | {"per_label": r.cv["per_label"]} for r in results],

@@ -36,6 +36,7 @@ from model.eda import write_report
 from model.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
 from model.errors import ModelError
 from model.finetune import FineTuneConfig
+from model.inputs import add_text_fields_argument, frame_documents
 from model.lexical import LexicalHead
 from model.metrics import f1_report
 from model.predictor import Predictor
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", action="store_true", help="register the artifact as a new model version")
     p.add_argument("--alias", default=None, help="with --register: move this alias (e.g. champion) to the version")
     p.add_argument("--no-eda", action="store_true", help="skip the EDA report")
+    add_text_fields_argument(p)
     add_cleaning_arguments(p)
     return p
 
@@ -170,23 +172,31 @@ def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
     embedder = SentenceEmbedder(args.embedding_model, backend=args.backend).load()
     config = FineTuneConfig(epochs=args.epochs, tuned_layers=args.tuned_layers, seed=args.seed)
     cache = Path(args.cache_dir) if args.cache_dir else None
-    ws = Workspace(data.train["overview"].tolist(), data.y_train, data.labels, embedder, config, cache_dir=cache)
+    fields: tuple[str, ...] = args.text_fields
+    ws = Workspace(frame_documents(data.train, fields), data.y_train, data.labels, embedder, config, cache_dir=cache)
     trained = fit_with_thresholds(name, ws, args.folds, args.val_size, args.seed, args.c, args.blend == "auto")
     head = replace(trained.head, min_genres=args.min_genres)
     encoder = trained.encoder
     served = embedder.sibling(encoder).load() if encoder else embedder
     draft = Predictor(
         ModelArtifact(
-            args.name, "draft", head, served.ref_, lexical=trained.lexical, lexical_weight=trained.lexical_weight
+            args.name,
+            "draft",
+            head,
+            served.ref_,
+            lexical=trained.lexical,
+            lexical_weight=trained.lexical_weight,
+            text_fields=fields,
         ),
         served,
     )
     # Held-out score and drift references through the serving path (encoder, head, blend) of this artifact.
-    holdout_texts = data.holdout["overview"].tolist()
+    holdout_texts = frame_documents(data.holdout, fields)
     holdout_proba = draft.predict_proba(holdout_texts, embed_texts(served, holdout_texts, cache, "holdout"))
     report = f1_report(data.y_holdout, head.decide(holdout_proba), data.labels)
-    reference_rows = data.train["overview"].tolist()[:5000]
-    reference_proba = draft.predict_proba(reference_rows, embed_texts(served, reference_rows, cache, "reference"))
+    reference = data.train.head(5000)
+    reference_texts = frame_documents(reference, fields)
+    reference_proba = draft.predict_proba(reference_texts, embed_texts(served, reference_texts, cache, "reference"))
     digest = weights_digest(head, encoder, trained.lexical)
     params = {
         "candidate": str(name),
@@ -198,6 +208,7 @@ def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
         "lexical_weight": trained.lexical_weight,
         "backend": str(embedder.backend_),
         "test_size": args.test_size,
+        "text_fields": ",".join(fields),
         **({f"finetune.{k}": v for k, v in config.as_dict().items()} if name is CandidateName.FINETUNE else {}),
     }
     artifact = save_artifact(
@@ -214,11 +225,13 @@ def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
                 "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started, 1),
             },
-            reference=reference_distributions(reference_rows, reference_proba, data.labels),
+            # Drift compares overview lengths (what clients send) and the scores of what the model reads.
+            reference=reference_distributions(reference["overview"].tolist(), reference_proba, data.labels),
             library_versions=library_versions(),
             encoder=encoder,
             lexical=trained.lexical,
             lexical_weight=trained.lexical_weight,
+            text_fields=fields,
         ),
         args.out,
     )

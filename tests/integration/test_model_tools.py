@@ -13,6 +13,7 @@ import pytest
 from model.artifact import load_artifact
 from model.embedder import SentenceEmbedder
 from model.errors import ArtifactMismatchError
+from model.inputs import frame_documents, frame_titles
 from model.predictor import load_predictor
 from tests.processes import BIN
 
@@ -116,14 +117,14 @@ def test_the_committed_model_scores_what_it_claims_on_the_held_out_split(overvie
     data = prepare(args)
     assert data.fingerprint == artifact.training["data_fingerprint"], "the shared data changed since training"
     predictor = load_predictor(DEFAULT_ARTIFACT)
-    predictions = predictor.predict(data.holdout["overview"].tolist())
+    predictions = predictor.predict(data.holdout["overview"].tolist(), frame_titles(data.holdout))
     labels = list(predictor.labels)
     report = f1_report(data.y_holdout, binarize([p.genres for p in predictions], labels), labels)
     recorded = artifact.metrics["holdout"]
     assert report["n"] == recorded["n"] == len(data.holdout)
     assert report["micro_f1"] == pytest.approx(recorded["micro_f1"], abs=0.003)
-    # Clearly above the frozen-encoder baselines (logistic regression 0.58, MLP 0.59 on this data).
-    assert report["micro_f1"] > 0.62
+    # The target, and clearly above the frozen-encoder baselines (LR 0.58, MLP 0.59 here).
+    assert report["micro_f1"] >= 0.65
 
 
 def test_the_embedding_cache_returns_what_the_encoder_would(real_overviews: pd.DataFrame) -> None:
@@ -147,14 +148,14 @@ def test_the_bf16_backend_keeps_parity_with_fp32_on_the_held_out_split(overviews
     from model.train import build_parser
 
     data = prepare(build_parser().parse_args(["--data", str(overviews_csv), "--out", "unused"]))
-    texts = data.holdout["overview"].tolist()
+    overviews, titles = data.holdout["overview"].tolist(), frame_titles(data.holdout)
     scores, vectors = {}, {}
     for backend in ("fp32", "bf16"):
         predictor = load_predictor(DEFAULT_ARTIFACT, backend=backend)
         labels = list(predictor.labels)
-        predicted = predictor.predict(texts)
+        predicted = predictor.predict(overviews, titles)
         scores[backend] = f1_report(data.y_holdout, binarize([p.genres for p in predicted], labels), labels)
-        vectors[backend] = predictor.embedder.transform(texts[:500])
+        vectors[backend] = predictor.embedder.transform(frame_documents(data.holdout, predictor.text_fields)[:500])
     cosine = (vectors["fp32"] * vectors["bf16"]).sum(axis=1)  # unit vectors
     print(
         f"\nbf16 vs fp32: min cosine {cosine.min():.5f}, micro-F1 {scores['bf16']['micro_f1']:.4f} "

@@ -116,3 +116,20 @@ def test_fine_tuned_encoder_tensors_round_trip_and_are_covered_by_the_hash(tmp_p
     (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(ArtifactIntegrityError, match="content hash mismatch"):
         load_artifact(tmp_path)
+
+
+def test_the_fields_a_model_reads_round_trip_and_are_covered_by_the_hash(tmp_path: Path) -> None:
+    saved = save_artifact(dataclasses.replace(make_artifact(), text_fields=("title", "overview")), tmp_path)
+    assert load_artifact(tmp_path).text_fields == ("title", "overview")
+    # Serving a title-trained model on overviews alone (or the reverse) would be silent skew: tampering.
+    meta = json.loads((tmp_path / METADATA_FILE).read_text())
+    meta["text_fields"] = ["overview"]
+    (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactIntegrityError, match="content hash mismatch"):
+        load_artifact(tmp_path)
+    assert saved.text_fields == ("title", "overview")
+
+
+def test_artifacts_from_before_text_fields_read_the_overview_only(tmp_path: Path) -> None:
+    save_artifact(make_artifact(), tmp_path)
+    assert load_artifact(tmp_path).text_fields == ("overview",)

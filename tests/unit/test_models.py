@@ -20,7 +20,7 @@ class Model:
         self.name, self.version, self.genre, self.fail_on = "m", version, genre, fail_on
         self.seen: list[str] = []
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
         self.seen.extend(texts)
         if self.fail_on and any(self.fail_on in t for t in texts):
             raise RuntimeError("broken")

@@ -20,7 +20,7 @@ class FakePredictor:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
         self.calls.append(len(texts))
         if any("POISON" in t for t in texts):
             raise RuntimeError("model blew up")
@@ -57,6 +57,19 @@ def test_one_output_per_valid_input_keyed_like_the_input() -> None:
     assert set(result.timings) == {"decode", "predict", "encode"}
 
 
+def test_the_model_gets_each_message_title_beside_its_overview() -> None:
+    seen: list[tuple[list[str], list[str | None] | None]] = []
+
+    class TitleAware(FakePredictor):
+        def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
+            seen.append((list(texts), None if titles is None else list(titles)))
+            return super().predict(texts)
+
+    processor = BatchProcessor(TitleAware(), "out", DecodeLimits())
+    processor.process([rec(0, overview("first", title="Alien")), rec(1, overview("second"))])
+    assert seen == [(["first", "second"], ["Alien", None])]
+
+
 def test_poison_record_is_isolated_by_bisection() -> None:
     predictor = FakePredictor()
     processor = BatchProcessor(predictor, "out", DecodeLimits())
@@ -78,7 +91,7 @@ def test_all_invalid_batch_never_calls_the_model() -> None:
 
 def test_wrong_prediction_count_is_treated_as_model_failure() -> None:
     class Short(FakePredictor):
-        def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
             return super().predict(texts)[:-1] if len(texts) > 1 else super().predict(texts)
 
     result = BatchProcessor(Short(), "out", DecodeLimits()).process([rec(i, overview(f"text {i}")) for i in range(4)])
