@@ -45,9 +45,10 @@ class LastHiddenState(torch.nn.Module):
         ).last_hidden_state
 
 
-def embed(session: Any, tokenizer: Any, texts: Sequence[str], batch: int, max_length: int) -> np.ndarray:
+def embed(session: Any, st: Any, texts: Sequence[str], batch: int) -> np.ndarray:
+    tokenizer, max_length = st.tokenizer, st.max_seq_length
     order = np.argsort([len(t) for t in texts])  # length-aware batches, as the service encodes
-    out = np.zeros((len(texts), 384), np.float32)
+    out = np.zeros((len(texts), st.get_sentence_embedding_dimension()), np.float32)
     for start in range(0, len(texts), batch):
         idx = order[start : start + batch]
         enc = tokenizer(
@@ -111,9 +112,9 @@ def main() -> None:
             quantize_dynamic(path, variants[name], weight_type=QuantType.QInt8, **kwargs)
         for name, model_path in variants.items():
             session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-            embed(session, st.tokenizer, texts[:64], args.batch, st.max_seq_length)  # warm-up
+            embed(session, st, texts[:64], args.batch)  # warm-up
             started = time.perf_counter()
-            vectors = embed(session, st.tokenizer, texts, args.batch, st.max_seq_length)
+            vectors = embed(session, st, texts, args.batch)
             rate = len(texts) / (time.perf_counter() - started)
             cosine = (vectors * reference).sum(axis=1)
             results[name] = {
