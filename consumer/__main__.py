@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -49,6 +50,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         batch_size=m.encode_batch_size,
         threads=m.torch_threads,
         embedding_cache_size=m.embedding_cache_size,
+        packing=m.packing,
     )
 
     def load_sharing_embedder(uri: str | Path) -> Predictor:
@@ -75,6 +77,19 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
     return GenreService(settings.kafka, s, processor, metrics, txn_id, model_updates=watcher), watcher
 
 
+def freeze_loaded_objects() -> int:
+    """Moves every object alive now (the loaded models: ~500,000 of them) out of the collector's sight.
+
+    A full collection walks all of them: ~0.3 s on 2 cores, during which the batch in hand waits;
+    these pauses made the p99 latency tail. Frozen objects are still freed by reference counting,
+    only cycles among them stay, which models loaded once at start do not leave behind.
+    Returns how many objects are frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def exit_stuck(timeout_s: float) -> None:
     """The stop deadline: a stop that outlives it is reported with every thread's stack, then ended.
 
@@ -91,6 +106,10 @@ def exit_stuck(timeout_s: float) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    # Before torch loads OpenMP (it reads this once): idle OpenMP threads sleep instead of spinning,
+    # so between batches the cores go to librdkafka and a co-located broker. Measured at half load
+    # on 2 cores: p99 190-203 ms against 232-452 ms spinning, throughput within run-to-run noise.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__ + "\n\nConfigured by environment variables (see README, 'Configuration').")
         return EXIT_OK
@@ -108,6 +127,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ModelError as exc:
         logger.error("cannot load model: %s", exc)
         return EXIT_MODEL
+    logger.debug("%d long-lived objects frozen out of garbage collection", freeze_loaded_objects())
     if watcher is not None:
         watcher.start()
     health = None

@@ -239,6 +239,9 @@ class ModelSettings(_EnvSettings):
     embedding_cache_size: int = Field(
         default=0, ge=0, le=10_000_000, description="remember embeddings of this many distinct overviews; 0 = off"
     )
+    packing: bool = Field(
+        default=True, description="on CPU, pack short overviews into shared encoder rows instead of padding them"
+    )
     reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
     shadow_uri: str = Field(
         default="", description="artifact folder or models:/ URI of a shadow model (outputs to the shadow topic)"

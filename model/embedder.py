@@ -148,6 +148,9 @@ class SentenceEmbedder:
         cache_size: remember the embeddings of this many distinct texts (least recently used
             evicted; 0 turns it off). Repeated overviews (a catalogue re-published, a retried
             producer) then skip the encoder; ~1.5 KB per entry at 384 dimensions.
+        packing: on CPU, pack several texts into each encoder row instead of padding them to the
+            longest of their batch (`model.packing`): the same embeddings, 1.2-2x faster. Models it
+            does not fit (other pooling or position embeddings) keep sentence-transformers' batching.
         encoder_tensors: fine-tuned encoder weights (`encoder.`-prefixed state-dict keys, see
             `model.finetune`) loaded over the base model; they become part of the revision, so a
             head is only ever paired with the encoder it was trained with.
@@ -163,6 +166,7 @@ class SentenceEmbedder:
         threads: int = 0,
         encoder_tensors: Mapping[str, npt.NDArray[Any]] | None = None,
         cache_size: int = 0,
+        packing: bool = True,
     ) -> None:
         self.model = model
         self.backend = Backend(backend)
@@ -174,6 +178,7 @@ class SentenceEmbedder:
         self._memo: tuple[tuple[str, ...], npt.NDArray[np.float32]] | None = None
         self._memo_lock = threading.Lock()
         self.cache_size = cache_size
+        self.packing = packing
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self.cache_hits = 0
         """Texts served from the cache so far (readers take differences)."""
@@ -199,6 +204,7 @@ class SentenceEmbedder:
         self.model_: SentenceTransformer = st
         self.backend_ = backend
         self.device_ = device
+        self.packing_ = self.packing and device == "cpu" and _packing_fits(st)
         # Renamed in sentence-transformers 6; keep working on both sides of the rename.
         get_dimension = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         dimension = get_dimension()
@@ -206,12 +212,13 @@ class SentenceEmbedder:
             raise ValueError(f"cannot tell the embedding dimension of {self.model}")
         self.ref_ = EmbeddingModelRef(self.model, int(dimension), revision)
         logger.info(
-            "embedder %s loaded (%s, %s, dim %d, %d torch thread(s))",
+            "embedder %s loaded (%s, %s, dim %d, %d torch thread(s), %s)",
             self.model,
             backend,
             device,
             dimension,
             torch.get_num_threads(),
+            "packed rows" if self.packing_ else "padded batches",
         )
         return self
 
@@ -226,6 +233,7 @@ class SentenceEmbedder:
             self.threads,
             encoder_tensors,
             self.cache_size,
+            self.packing,
         )
 
     def fit(self, texts: Sequence[str] | None = None, y: object = None) -> SentenceEmbedder:
@@ -274,6 +282,12 @@ class SentenceEmbedder:
         return out
 
     def _encode(self, texts: tuple[str, ...]) -> npt.NDArray[np.float32]:
+        if self.packing_:
+            from model.packing import encode_packed
+
+            out = encode_packed(self.model_, texts)
+            out.flags.writeable = False
+            return out
         vectors = self.model_.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -284,3 +298,32 @@ class SentenceEmbedder:
         out = np.asarray(vectors, dtype=np.float32)
         out.flags.writeable = False  # shared through the memo
         return out
+
+
+PACKING_CHECK = (
+    "A heist crew.",
+    "Two sisters inherit a crumbling hotel on the coast and must decide whether to sell it.",
+    "A young wizard learns that the school he loves hides a secret older than its walls, and that "
+    "his friends are the only ones who believe him when the first student disappears.",
+)
+
+
+def _packing_fits(st: SentenceTransformer) -> bool:
+    """Packing applies when the model's structure allows it and it reproduces the padded embeddings."""
+    from model.packing import encode_packed, unsupported_reason
+
+    reason = unsupported_reason(st)
+    if reason is None:
+        # One packed row against sentence-transformers' own padded batch: a transformers release
+        # that ignored the block-diagonal mask would show here, not in production scores.
+        padded = st.encode(list(PACKING_CHECK), normalize_embeddings=True, show_progress_bar=False)
+        padded = np.asarray(padded, dtype=np.float32)
+        padded /= np.linalg.norm(padded, axis=1, keepdims=True)  # normalised in bf16 they miss 1 by ~0.3 %
+        cosine = (padded * encode_packed(st, PACKING_CHECK)).sum(axis=1)
+        # fp32 agrees to 1e-6 and bf16 to ~2e-3; an ignored mask gives 0.4-0.8 (measured).
+        if cosine.min() < 0.99:
+            reason = f"packed embeddings differ from padded ones (cosine {cosine.min():.4f})"
+    if reason is not None:
+        logger.warning("sequence packing off: %s", reason)
+        return False
+    return True

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tracking-uri", default=None, help="MLflow store for models:/ (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--backend", default="auto", choices=[b.value for b in Backend])
+    p.add_argument(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pack texts into shared encoder rows on CPU (--no-packing: sentence-transformers' padded batches)",
+    )
     p.add_argument("--limit", type=int, help="evaluate the first N rows only")
     p.add_argument("--json", action="store_true", help="print the full report as one JSON object")
     return p
@@ -44,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame = load_overviews_csv(args.data)
         if args.limit:
             frame = frame.head(args.limit)
-        predictor = load_predictor(args.model, backend=args.backend, tracking_uri=tracking_uri)
+        predictor = load_predictor(args.model, backend=args.backend, tracking_uri=tracking_uri, packing=args.packing)
         started = time.perf_counter()
         predictions = predictor.predict(frame["overview"].tolist(), frame_titles(frame))
         seconds = time.perf_counter() - started
@@ -60,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         {
             "model": f"{predictor.name}@{predictor.version}",
             "backend": predictor.backend,
+            "packing": predictor.embedder.packing_,
             "seconds_per_1000": round(1000 * seconds / max(1, len(frame)), 3),
         }
     )

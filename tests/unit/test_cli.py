@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import gc
 import io
 import json
 from pathlib import Path
 
 import pytest
 
-from consumer.__main__ import EXIT_CONFIG
+from consumer.__main__ import EXIT_CONFIG, freeze_loaded_objects
 from consumer.__main__ import main as consumer_main
 from model.evaluate import build_parser as eval_parser
 from model.train import build_parser as train_parser
@@ -103,3 +104,16 @@ def test_train_and_eval_parsers() -> None:
     with pytest.raises(SystemExit):
         train_parser().parse_args(["--out", "o"])  # --data is required
     assert eval_parser().parse_args(["--data", "d.csv", "--json"]).json
+
+
+def test_objects_loaded_before_serving_are_frozen_out_of_full_collections() -> None:
+    loaded = [{"weights": [i]} for i in range(10_000)]  # long-lived containers, like a loaded model's
+    try:
+        frozen = freeze_loaded_objects()
+        assert frozen >= len(loaded)
+        assert frozen == gc.get_freeze_count()
+        collectable = {id(o) for o in gc.get_objects()}  # the frozen generation is not among them
+        assert not any(id(x) in collectable for x in loaded)
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0

@@ -1,0 +1,143 @@
+"""Sequence packing: several short texts share one encoder row, so a micro-batch carries no padding.
+
+sentence-transformers pads every text of a forward pass to the longest one. Overviews range from a
+dozen to 256 tokens, so a small micro-batch of random lengths spends about half of its matrix work
+on padding (and more of its attention), and the CPU cost per overview doubles exactly when the
+service runs below its capacity. Packing concatenates texts into rows of `capacity` tokens, restarts
+the position ids at each text and gives every row a block-diagonal attention mask, so each text
+attends only to itself: the same computation as encoding it alone, without the padding. Mean pooling
+then runs per text. This is valid for encoders with absolute position embeddings and mean pooling
+(all-MiniLM-L6-v2 and other BERT-style sentence encoders); `unsupported_reason` says why another
+model is left to sentence-transformers' own batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+ROW_CAPACITY = 128
+"""Tokens per packed row. Longer texts get a row of their own (up to the model's max_seq_length).
+Measured on 2 cores with all-MiniLM-L6-v2 in bf16: 128 beat 192 and 256, whose dense attention over
+a whole row costs more than the padding it saves."""
+
+ROWS_PER_PASS = 8
+"""Rows per forward pass; rows are sorted by fill, so a pass pads only to its own longest row."""
+
+
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Assigns texts to rows by first-fit decreasing; rows come back sorted by total length.
+
+    Args:
+        lengths: token count of each text (each >= 1).
+        capacity: tokens per row; a longer text gets a row of its own.
+
+    Returns:
+        Rows as lists of text indices; every index appears exactly once.
+    """
+    if capacity < 1:
+        raise ValueError("capacity must be >= 1")
+    rows: list[list[int]] = []
+    fills: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, fill in enumerate(fills):
+            if fill + lengths[i] <= capacity:
+                rows[r].append(i)
+                fills[r] += lengths[i]
+                break
+        else:
+            rows.append([i])
+            fills.append(lengths[i])
+    order = sorted(range(len(rows)), key=lambda r: fills[r])
+    return [rows[r] for r in order]
+
+
+def unsupported_reason(st: SentenceTransformer) -> str | None:
+    """Why packing would change this model's embeddings, or None when it is exact."""
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    modules = list(st)
+    if len(modules) not in (2, 3) or not isinstance(modules[0], Transformer) or not isinstance(modules[1], Pooling):
+        return f"pipeline {[type(m).__name__ for m in modules]} is not Transformer + Pooling [+ Normalize]"
+    if len(modules) == 3 and not isinstance(modules[2], Normalize):
+        return f"unexpected module {type(modules[2]).__name__} after pooling"
+    pooling = modules[1].get_config_dict().get("pooling_mode")
+    if pooling != "mean":
+        return f"pooling mode {pooling!r}, packing supports mean pooling only"
+    if getattr(st.tokenizer, "padding_side", "right") != "right":
+        return "the tokenizer pads on the left"
+    config = modules[0].model.config
+    position = getattr(config, "position_embedding_type", None)
+    if position != "absolute":
+        return f"position embeddings {position!r}, packing needs absolute ones"
+    return None
+
+
+def encode_packed(
+    st: SentenceTransformer, texts: Sequence[str], capacity: int = ROW_CAPACITY, rows_per_pass: int = ROWS_PER_PASS
+) -> npt.NDArray[np.float32]:
+    """Unit-length mean-pooled embeddings of `texts`, computed in packed rows.
+
+    Tokenization is sentence-transformers' own (same truncation and special tokens), so each text's
+    tokens are exactly those it would have been encoded with.
+    """
+    import torch
+
+    # `preprocess` replaced `tokenize` in sentence-transformers 6; both pad on the right.
+    transformer: Any = st[0]
+    prepare = getattr(transformer, "preprocess", None) or transformer.tokenize
+    features = prepare(list(texts))
+    lengths = [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
+    ids = features["input_ids"]
+    rows = pack_rows(lengths, max(capacity, *lengths))
+    module: Any = transformer.model
+    device = next(module.parameters()).device
+    sums = torch.zeros(len(texts), int(module.config.hidden_size), dtype=torch.float32)
+    with torch.inference_mode():
+        for start in range(0, len(rows), rows_per_pass):
+            chunk = rows[start : start + rows_per_pass]
+            batch = _row_tensors(chunk, ids, lengths)
+            hidden = module(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["mask"].to(device),
+                position_ids=batch["position_ids"].to(device),
+                token_type_ids=torch.zeros_like(batch["input_ids"]).to(device),
+            ).last_hidden_state
+            owner = batch["owner"].reshape(-1)
+            keep = owner >= 0
+            flat = hidden.reshape(-1, hidden.shape[-1]).float().cpu()
+            sums.index_add_(0, owner[keep], flat[keep])
+    means = sums / torch.tensor(lengths, dtype=torch.float32)[:, None]
+    out = torch.nn.functional.normalize(means, dim=1).numpy()
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _row_tensors(rows: list[list[int]], ids: torch.Tensor, lengths: Sequence[int]) -> dict[str, Any]:
+    """input_ids, position_ids, the block-diagonal mask and the owning text of every token of some rows."""
+    import torch
+
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+    positions = torch.zeros(len(rows), width, dtype=torch.long)
+    segment = torch.full((len(rows), width), -1, dtype=torch.long)
+    owner = torch.full((len(rows), width), -1, dtype=torch.long)
+    for r, row in enumerate(rows):
+        offset = 0
+        for k, i in enumerate(row):
+            n = lengths[i]
+            input_ids[r, offset : offset + n] = ids[i, :n]
+            positions[r, offset : offset + n] = torch.arange(n)
+            segment[r, offset : offset + n] = k
+            owner[r, offset : offset + n] = i
+            offset += n
+    # A token attends to its own text only. Padding (-1) attends to padding, which keeps its softmax
+    # finite; its outputs are never pooled.
+    mask = (segment[:, :, None] == segment[:, None, :])[:, None]
+    return {"input_ids": input_ids, "position_ids": positions, "mask": mask, "owner": owner}

@@ -1,0 +1,45 @@
+"""Sequence packing against sentence-transformers' padded batches on the packaged encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model.embedder import SentenceEmbedder, packaged_model_path
+
+
+def test_packed_rows_give_the_padded_embeddings_on_real_overviews(real_overviews: pd.DataFrame) -> None:
+    texts = real_overviews["overview"].sample(n=150, random_state=3).tolist()
+    # The extremes: a two-word text, a duplicate, and one past max_seq_length (truncated alike).
+    texts += ["Space pirates.", texts[0], " ".join(real_overviews["overview"].iloc[:6])]
+    padded = SentenceEmbedder(backend="fp32", packing=False).load()
+    packed = SentenceEmbedder(backend="fp32", packing=True).load()
+    assert not padded.packing_
+    assert packed.packing_
+    a, b = padded.transform(texts), packed.transform(texts)
+    cosine = (a * b).sum(axis=1)
+    assert cosine.min() >= 0.99999
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    # One text alone (its own row) and in company give the same vector.
+    np.testing.assert_allclose(packed.transform(texts[:1])[0], b[0], atol=1e-5)
+
+
+def test_a_model_packing_does_not_fit_keeps_padded_batches(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+
+    location = packaged_model_path()
+    assert location is not None
+    # The same encoder with CLS pooling: packing would pool the wrong tokens, so it must stay off.
+    cls = SentenceTransformer(modules=[Transformer(str(location)), Pooling(384, pooling_mode="cls")], device="cpu")
+    cls.save(str(tmp_path))
+    with caplog.at_level("WARNING"):
+        embedder = SentenceEmbedder(str(tmp_path), backend="fp32", packing=True).load()
+    assert not embedder.packing_
+    assert "sequence packing off: pooling mode 'cls'" in caplog.text
+    texts = ["Space pirates.", "A quiet librarian finds a map to a city that vanished a century ago."]
+    expected = cls.encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(embedder.transform(texts), expected, atol=1e-5)
