@@ -59,25 +59,49 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return [rows[r] for r in order]
 
 
+PACKABLE_MODEL_TYPES = frozenset({"bert"})
+"""Encoders whose position ids start at 0 for every text. RoBERTa, XLM-R and MPNet offset them by
+the padding index, so their configs may say "absolute" and still not fit."""
+
+
+def _pooling_mode(pooling: Any) -> str | None:
+    config = pooling.get_config_dict()
+    if "pooling_mode" in config:  # sentence-transformers >= 6
+        return str(config["pooling_mode"])
+    modes = [
+        k.removeprefix("pooling_mode_").removesuffix("_tokens")
+        for k, on in config.items()
+        if k.startswith("pooling_mode_") and on
+    ]
+    return modes[0] if len(modes) == 1 else None
+
+
 def unsupported_reason(st: SentenceTransformer) -> str | None:
     """Why packing would change this model's embeddings, or None when it is exact."""
-    from sentence_transformers.models import Normalize, Pooling, Transformer
-
-    modules = list(st)
-    if len(modules) not in (2, 3) or not isinstance(modules[0], Transformer) or not isinstance(modules[1], Pooling):
-        return f"pipeline {[type(m).__name__ for m in modules]} is not Transformer + Pooling [+ Normalize]"
-    if len(modules) == 3 and not isinstance(modules[2], Normalize):
-        return f"unexpected module {type(modules[2]).__name__} after pooling"
-    pooling = modules[1].get_config_dict().get("pooling_mode")
+    # Class names rather than imports: sentence-transformers 6 moved these modules (old paths warn).
+    names = [type(m).__name__ for m in st]
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return f"pipeline {names} is not Transformer + Pooling [+ Normalize]"
+    pooling = _pooling_mode(st[1])
     if pooling != "mean":
         return f"pooling mode {pooling!r}, packing supports mean pooling only"
+    if getattr(st, "default_prompt_name", None) or getattr(st, "truncate_dim", None):
+        return "a default prompt or a truncated dimension (applied by encode only)"
     if getattr(st.tokenizer, "padding_side", "right") != "right":
         return "the tokenizer pads on the left"
-    config = modules[0].model.config
-    position = getattr(config, "position_embedding_type", None)
+    config = _encoder(st).config
+    if config.model_type not in PACKABLE_MODEL_TYPES:
+        return f"model type {config.model_type!r}: packing is verified for {sorted(PACKABLE_MODEL_TYPES)} only"
+    position = getattr(config, "position_embedding_type", "absolute")
     if position != "absolute":
         return f"position embeddings {position!r}, packing needs absolute ones"
     return None
+
+
+def _encoder(st: SentenceTransformer) -> Any:
+    """The transformers model inside the first module (`auto_model` before sentence-transformers 6)."""
+    transformer: Any = st[0]
+    return getattr(transformer, "model", None) or transformer.auto_model
 
 
 def encode_packed(
@@ -90,20 +114,22 @@ def encode_packed(
     """
     import torch
 
+    if not texts:
+        raise ValueError("no texts to encode")
     # `preprocess` replaced `tokenize` in sentence-transformers 6; both pad on the right.
     transformer: Any = st[0]
     prepare = getattr(transformer, "preprocess", None) or transformer.tokenize
     features = prepare(list(texts))
     lengths = [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
     ids = features["input_ids"]
-    rows = pack_rows(lengths, max(capacity, *lengths))
-    module: Any = transformer.model
+    rows = pack_rows(lengths, capacity)  # a text longer than a row gets a row of its own
+    module = _encoder(st)
     device = next(module.parameters()).device
     sums = torch.zeros(len(texts), int(module.config.hidden_size), dtype=torch.float32)
     with torch.inference_mode():
         for start in range(0, len(rows), rows_per_pass):
             chunk = rows[start : start + rows_per_pass]
-            batch = _row_tensors(chunk, ids, lengths)
+            batch = _row_tensors(chunk, ids, lengths, module.dtype)
             hidden = module(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["mask"].to(device),
@@ -119,7 +145,9 @@ def encode_packed(
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _row_tensors(rows: list[list[int]], ids: torch.Tensor, lengths: Sequence[int]) -> dict[str, Any]:
+def _row_tensors(
+    rows: list[list[int]], ids: torch.Tensor, lengths: Sequence[int], dtype: torch.dtype
+) -> dict[str, Any]:
     """input_ids, position_ids, the block-diagonal mask and the owning text of every token of some rows."""
     import torch
 
@@ -139,5 +167,8 @@ def _row_tensors(rows: list[list[int]], ids: torch.Tensor, lengths: Sequence[int
             offset += n
     # A token attends to its own text only. Padding (-1) attends to padding, which keeps its softmax
     # finite; its outputs are never pooled.
-    mask = (segment[:, :, None] == segment[:, None, :])[:, None]
+    same = (segment[:, :, None] == segment[:, None, :])[:, None]
+    # Additive (0 / most negative), which sdpa and eager attention both read the same way; eager
+    # attention would add a boolean mask as 0/1 and so ignore it.
+    mask = torch.zeros(same.shape, dtype=dtype).masked_fill_(~same, torch.finfo(dtype).min)
     return {"input_ids": input_ids, "position_ids": positions, "mask": mask, "owner": owner}

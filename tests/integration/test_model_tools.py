@@ -152,7 +152,7 @@ def test_every_faster_configuration_keeps_parity_with_fp32_on_the_held_out_split
     overviews, titles = data.holdout["overview"].tolist(), frame_titles(data.holdout)
     scores, vectors = {}, {}
     for backend, packing in (("fp32", False), ("bf16", True), ("fp32", True), ("bf16", False)):
-        predictor = load_predictor(DEFAULT_ARTIFACT, backend=backend, packing=packing)
+        predictor = load_predictor(DEFAULT_ARTIFACT, backend=backend, device="cpu", packing=packing)
         assert predictor.embedder.packing_ is packing
         labels = list(predictor.labels)
         predicted = predictor.predict(overviews, titles)

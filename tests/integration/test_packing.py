@@ -15,8 +15,8 @@ def test_packed_rows_give_the_padded_embeddings_on_real_overviews(real_overviews
     texts = real_overviews["overview"].sample(n=150, random_state=3).tolist()
     # The extremes: a two-word text, a duplicate, and one past max_seq_length (truncated alike).
     texts += ["Space pirates.", texts[0], " ".join(real_overviews["overview"].iloc[:6])]
-    padded = SentenceEmbedder(backend="fp32", packing=False).load()
-    packed = SentenceEmbedder(backend="fp32", packing=True).load()
+    padded = SentenceEmbedder(backend="fp32", device="cpu", packing=False).load()
+    packed = SentenceEmbedder(backend="fp32", device="cpu", packing=True).load()
     assert not padded.packing_
     assert packed.packing_
     a, b = padded.transform(texts), packed.transform(texts)
@@ -29,7 +29,8 @@ def test_packed_rows_give_the_padded_embeddings_on_real_overviews(real_overviews
 
 def test_a_model_packing_does_not_fit_keeps_padded_batches(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Pooling, Transformer
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 
     location = packaged_model_path()
     assert location is not None
@@ -37,7 +38,7 @@ def test_a_model_packing_does_not_fit_keeps_padded_batches(tmp_path: Path, caplo
     cls = SentenceTransformer(modules=[Transformer(str(location)), Pooling(384, pooling_mode="cls")], device="cpu")
     cls.save(str(tmp_path))
     with caplog.at_level("WARNING"):
-        embedder = SentenceEmbedder(str(tmp_path), backend="fp32", packing=True).load()
+        embedder = SentenceEmbedder(str(tmp_path), backend="fp32", device="cpu", packing=True).load()
     assert not embedder.packing_
     assert "sequence packing off: pooling mode 'cls'" in caplog.text
     texts = ["Space pirates.", "A quiet librarian finds a map to a city that vanished a century ago."]

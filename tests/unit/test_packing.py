@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any, cast
+
 import pytest
 
-from model.packing import pack_rows
+from model.packing import pack_rows, unsupported_reason
 
 
 def fills(rows: list[list[int]], lengths: list[int]) -> list[int]:
@@ -41,3 +44,63 @@ def test_no_texts_no_rows_and_a_bad_capacity_is_refused() -> None:
     assert pack_rows([], 128) == []
     with pytest.raises(ValueError, match="capacity"):
         pack_rows([3], 0)
+
+
+class Transformer:
+    def __init__(self, model_type: str, position: str | None) -> None:
+        config = SimpleNamespace(model_type=model_type)
+        if position is not None:
+            config.position_embedding_type = position
+        self.model = SimpleNamespace(config=config)
+
+
+class Pooling:
+    def __init__(self, config: dict[str, object]) -> None:
+        self.config = config
+
+    def get_config_dict(self) -> dict[str, object]:
+        return self.config
+
+
+class Normalize:
+    pass
+
+
+class FakeSentenceTransformer(list[object]):
+    """What `unsupported_reason` reads of a SentenceTransformer: its modules and a few attributes."""
+
+    def __init__(self, *modules: object, prompt: str | None = None, padding_side: str = "right") -> None:
+        super().__init__(modules)
+        self.default_prompt_name = prompt
+        self.truncate_dim = None
+        self.tokenizer = SimpleNamespace(padding_side=padding_side)
+
+
+MEAN = Pooling({"pooling_mode": "mean"})
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        (FakeSentenceTransformer(Transformer("bert", "absolute"), MEAN, Normalize()), None),
+        (FakeSentenceTransformer(Transformer("bert", None), MEAN), None),  # transformers 5 drops the key
+        # sentence-transformers < 6 spells the mode as flags
+        (FakeSentenceTransformer(Transformer("bert", "absolute"), Pooling({"pooling_mode_mean_tokens": True})), None),
+        (
+            FakeSentenceTransformer(Transformer("bert", "absolute"), Pooling({"pooling_mode": "cls"})),
+            "pooling mode 'cls'",
+        ),
+        (FakeSentenceTransformer(Transformer("roberta", "absolute"), MEAN), "model type 'roberta'"),
+        (FakeSentenceTransformer(Transformer("bert", "relative_key"), MEAN), "position embeddings 'relative_key'"),
+        (FakeSentenceTransformer(Transformer("bert", "absolute"), MEAN, prompt="query"), "default prompt"),
+        (FakeSentenceTransformer(Transformer("bert", "absolute"), MEAN, padding_side="left"), "pads on the left"),
+        (FakeSentenceTransformer(Transformer("bert", "absolute")), "is not Transformer + Pooling"),
+    ],
+)
+def test_packing_is_refused_for_models_whose_embeddings_it_would_change(model: object, reason: str | None) -> None:
+    found = unsupported_reason(cast(Any, model))
+    if reason is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert reason in found
