@@ -60,9 +60,10 @@ def bare_model(
     """
     overviews = [m["overview"] for m in sample]
     titles = [m["title"] for m in sample]  # the service's messages carry them too
-    out: dict[str, Any] = {"backend": backend, "packing": packing, "n": len(overviews), "by_batch_size": {}}
+    out: dict[str, Any] = {"packing": packing, "n": len(overviews), "by_batch_size": {}}
     for bs in batch_sizes:
         predictor = load_predictor(backend=backend, batch_size=bs, packing=packing)
+        out["backend"] = predictor.backend  # what `auto` resolved to
         predictor.predict(overviews[:64], titles[:64])  # warm-up
         started = time.perf_counter()
         for start in range(0, len(overviews), 256):
@@ -94,7 +95,6 @@ def model_only(sample: Sequence[dict[str, str]]) -> dict[str, Any]:
         "bare_padded": bare_model(sample, "auto", [16, 32, 64], packing=False),
         "bare": bare_model(sample, "auto", [32]),
     }
-    out["bare"]["backend"] = load_predictor(backend="auto").backend
     out["parity"] = parity(sample[:500], out["bare"]["backend"])
     log(f"  parity vs fp32: {out['parity']}")
     return out

@@ -285,48 +285,24 @@ class SentenceEmbedder:
         if self.packing_:
             from model.packing import encode_packed
 
-            out = encode_packed(self.model_, texts)
-            out.flags.writeable = False
-            return out
-        vectors = self.model_.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+            vectors = encode_packed(self.model_, texts)
+        else:
+            vectors = self.model_.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         out = np.asarray(vectors, dtype=np.float32)
         out.flags.writeable = False  # shared through the memo
         return out
 
 
-PACKING_CHECK = (
-    "A heist crew.",
-    "Two sisters inherit a crumbling hotel on the coast and must decide whether to sell it.",
-    "A young wizard learns that the school he loves hides a secret older than its walls, and that "
-    "his friends are the only ones who believe him when the first student disappears.",
-)
-
-
 def _packing_fits(st: SentenceTransformer) -> bool:
-    """Packing applies when the model's structure allows it and it reproduces the padded embeddings."""
-    import torch
+    from model.packing import packing_refusal
 
-    from model.packing import encode_packed, unsupported_reason
-
-    reason = unsupported_reason(st)
-    if reason is None:
-        # One packed row against sentence-transformers' own padded batch: a transformers release
-        # that ignored the block-diagonal mask would show here, not in production scores.
-        padded = st.encode(list(PACKING_CHECK), normalize_embeddings=True, show_progress_bar=False)
-        padded = np.asarray(padded, dtype=np.float32)
-        padded /= np.linalg.norm(padded, axis=1, keepdims=True)  # normalised in bf16 they miss 1 by ~0.3 %
-        cosine = (padded * encode_packed(st, PACKING_CHECK)).sum(axis=1)
-        # fp32 agrees to 1e-6 and bf16 to ~2e-3; an ignored mask gives 0.4-0.8 (measured).
-        full_precision = next(st.parameters()).dtype == torch.float32
-        if cosine.min() < (0.9999 if full_precision else 0.99):
-            reason = f"packed embeddings differ from padded ones (cosine {cosine.min():.4f})"
+    reason = packing_refusal(st)
     if reason is not None:
         logger.warning("sequence packing off: %s", reason)
-        return False
-    return True
+    return reason is None

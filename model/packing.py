@@ -172,3 +172,31 @@ def _row_tensors(
     # attention would add a boolean mask as 0/1 and so ignore it.
     mask = torch.zeros(same.shape, dtype=dtype).masked_fill_(~same, torch.finfo(dtype).min)
     return {"input_ids": input_ids, "position_ids": positions, "mask": mask, "owner": owner}
+
+
+SELF_CHECK_TEXTS = (
+    "A heist crew.",
+    "Two sisters inherit a crumbling hotel on the coast and must decide whether to sell it.",
+    "A young wizard learns that the school he loves hides a secret older than its walls, and that "
+    "his friends are the only ones who believe him when the first student disappears.",
+)
+
+
+def packing_refusal(st: SentenceTransformer) -> str | None:
+    """Why packing stays off for this loaded model, or None: its structure must allow packing
+    (`unsupported_reason`) and one packed row must reproduce sentence-transformers' padded batch."""
+    import torch
+
+    reason = unsupported_reason(st)
+    if reason is not None:
+        return reason
+    # A transformers release that ignored the block-diagonal mask would show here, not in scores.
+    padded = st.encode(list(SELF_CHECK_TEXTS), normalize_embeddings=True, show_progress_bar=False)
+    padded = np.asarray(padded, dtype=np.float32)
+    padded /= np.linalg.norm(padded, axis=1, keepdims=True)  # normalised in bf16 they miss 1 by ~0.3 %
+    cosine = (padded * encode_packed(st, SELF_CHECK_TEXTS)).sum(axis=1)
+    # fp32 agrees to 1e-6 and bf16 to ~2e-3; an ignored mask gives 0.4-0.8 (measured).
+    full_precision = next(st.parameters()).dtype == torch.float32
+    if cosine.min() < (0.9999 if full_precision else 0.99):
+        return f"packed embeddings differ from padded ones (cosine {cosine.min():.4f})"
+    return None
