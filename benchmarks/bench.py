@@ -25,6 +25,7 @@ import pandas as pd
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from consumer.__main__ import bound_openmp_spinning
 from consumer.settings import KafkaSettings
 from model.embedder import Backend, SentenceEmbedder
 from model.predictor import load_predictor
@@ -342,6 +343,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The bare model runs in this process: same OpenMP waiting as the service (before torch loads).
+    bound_openmp_spinning()
     p = argparse.ArgumentParser(prog="bench", description=__doc__)
     p.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")

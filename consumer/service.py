@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -26,32 +27,65 @@ SERVICE_NAME = "genre-consumer"
 MAX_BACKOFF_S = 30.0
 MONITOR_INTERVAL_S = 2.0
 CLOSE_DEADLINE_S = 30.0
+# While a commit runs, wait for the first record of the next batch only briefly, so the commit is
+# settled (and accounted) promptly when no input arrives.
+POLL_WHILE_COMMITTING_S = 0.05
+
+
+class BackgroundCall:
+    """A blocking client call started on a daemon thread now and awaited later, with a deadline.
+
+    A call that never returns (librdkafka #5456/#5511: e.g. send_offsets_to_transaction after a
+    coordinator restart; a consumer close that races a cooperative rebalance) must neither hang the
+    service nor keep the process from exiting; the deadline counts from the start of the call.
+    """
+
+    def __init__(self, what: str, call: Callable[..., object], *args: Any) -> None:
+        self.started = time.monotonic()
+        self.seconds = 0.0
+        """How long the call ran (set when it has returned)."""
+        self.finished_at = 0.0
+        """Wall-clock time the call returned."""
+        self._failure: BaseException | None = None
+        self._done = threading.Event()
+
+        def target() -> None:
+            try:
+                call(*args)
+            except BaseException as exc:  # handed to the waiting thread by wait()
+                self._failure = exc
+            finally:
+                self.seconds = time.monotonic() - self.started
+                self.finished_at = time.time()
+                self._done.set()
+
+        threading.Thread(target=target, name=f"bounded-{what}", daemon=True).start()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, deadline_s: float) -> bool:
+        """False when the call has not returned `deadline_s` after it started; re-raises what it raised."""
+        if not self._done.wait(max(0.0, self.started + deadline_s - time.monotonic())):
+            return False
+        if self._failure is not None:
+            raise self._failure
+        return True
 
 
 def call_with_deadline(what: str, deadline_s: float, call: Callable[..., object], *args: Any) -> bool:
-    """Runs a blocking client call on a daemon thread; False when it has not returned by the deadline.
+    """Runs a blocking client call on a daemon thread; False when it has not returned by the deadline."""
+    return BackgroundCall(what, call, *args).wait(deadline_s)
 
-    Re-raises what the call raised. A call that never returns (librdkafka #5456/#5511: e.g.
-    send_offsets_to_transaction after a coordinator restart; a consumer close that races a
-    cooperative rebalance) must neither hang the service nor keep the process from exiting.
-    """
-    failure: list[BaseException] = []
-    done = threading.Event()
 
-    def target() -> None:
-        try:
-            call(*args)
-        except BaseException as exc:  # handed to the caller's thread below
-            failure.append(exc)
-        finally:
-            done.set()
+@dataclass(frozen=True)
+class InFlight:
+    """A batch whose outputs are produced and whose commit runs in the background (`BackgroundCall`)."""
 
-    threading.Thread(target=target, name=f"bounded-{what}", daemon=True).start()
-    if not done.wait(deadline_s):
-        return False
-    if failure:
-        raise failure[0]
-    return True
+    records: list[InputRecord]
+    result: BatchResult
+    offsets: dict[TopicPartition, int]
+    commit: BackgroundCall
 
 
 class ModelUpdates(Protocol):
@@ -133,7 +167,12 @@ class GenreService:
         self._producer_config = settings.producer_config(kafka, transactional_id)
         self._producer = producer_factory(self._producer_config)
         self._consumer = consumer_factory(
-            {**settings.consumer_config(kafka), "error_cb": self._on_client_error, "stats_cb": self._on_stats}
+            {
+                **settings.consumer_config(kafka),
+                "error_cb": self._on_client_error,
+                "stats_cb": self._on_stats,
+                "on_commit": self._on_commit,
+            }
         )
         self._batch = BatchBuilder(settings.batch_size, settings.batch_max_wait_ms / 1000)
         self._stop = threading.Event()
@@ -150,7 +189,8 @@ class GenreService:
         # must exit without running their finalizers (see __main__).
         self.abandoned_producers: list[Producer] = []
         self.abandoned_consumer = False
-        self._produce_seconds = 0.0
+        self._in_flight: InFlight | None = None
+        self._retry_at: float | None = None
         # Next offset to process per partition: the first record seen, then each delivered batch's end.
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
@@ -191,7 +231,7 @@ class GenreService:
             [s.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         logger.info(
-            "consuming %s -> %s (dead letters: %s), group %s, %s, batch %d / %d ms",
+            "consuming %s -> %s (dead letters: %s), group %s, %s, batch %d / %d ms, commit %s",
             s.input_topic,
             s.output_topic,
             s.dead_letter_topic,
@@ -199,6 +239,7 @@ class GenreService:
             s.processing_guarantee,
             s.batch_size,
             s.batch_max_wait_ms,
+            "overlapped with the next batch" if s.overlap_commit else "before the next batch",
         )
         try:
             while not self._stop.is_set():
@@ -206,28 +247,50 @@ class GenreService:
                 self._poll_once()
                 if self._batch.is_due():
                     self._handle(self._batch.drain())
+                if self._in_flight is not None and self._in_flight.commit.done():
+                    self._settle()
                 self._swap_model()
                 self._monitor()
+                self._back_off()
             if len(self._batch):
                 logger.info("stopping: finishing the last batch of %d record(s)", len(self._batch))
                 self._handle(self._batch.drain(), final=True)
+            self._settle(final=True)
         finally:
             self._close()
 
     def _close(self) -> None:
+        producer_free = self._let_commit_finish()
         try:
-            self._producer.flush(self._timeout)
+            if producer_free:
+                self._producer.flush(self._timeout)
         finally:
             # Both closes are bounded: everything delivered is already committed, so a close that
             # hangs only delays the group's rebalance until the broker expires this member
             # (session.timeout.ms) and the transaction coordinator aborts what was open.
-            # consumer.close() commits nothing (auto-commit is off) and leaves the group promptly.
+            # consumer.close() leaves the group promptly; it commits nothing itself (auto-commit is
+            # off) but finishes an at-least-once offset commit still outstanding.
             if self._close_client("consumer", self._consumer.close):
                 logger.info("consumer closed, left group %s", self.settings.group_id)
             else:
                 self.abandoned_consumer = True
-            if not self._close_client("producer", self._producer.close):
+            if not (producer_free and self._close_client("producer", self._producer.close)):
                 self.abandoned_producers.append(self._producer)
+
+    def _let_commit_finish(self) -> bool:
+        """On the way out after an exception: False when a commit is still inside the producer.
+
+        Its outcome no longer matters (an uncommitted batch is read again by the next owner), but
+        the producer must not be flushed or closed under a call that is still running.
+        """
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return True
+        try:
+            return flight.commit.wait(self._hang_deadline_s)
+        except Exception as exc:  # the service is failing already; this one is only logged
+            logger.warning("the batch in flight did not commit: %s", exc)
+            return True
 
     def _close_client(self, name: str, close: Callable[[], object]) -> bool:
         if call_with_deadline(f"{name}-close", self._close_deadline_s, close):
@@ -248,8 +311,12 @@ class GenreService:
         else:
             # consume(n, t) waits for n messages or t; the first record of a batch must not wait
             # for companions, so poll for it (returns as soon as one arrives; ≤ 1 s keeps stop() prompt).
-            first = self._consumer.poll(1.0)
+            first = self._consumer.poll(1.0 if self._in_flight is None else POLL_WHILE_COMMITTING_S)
             messages = [first] if first is not None else []
+            if first is not None and self._batch.max_size > 1:
+                # Then everything already fetched, without waiting: a backlog fills the batch at
+                # once even with GENRE_BATCH_MAX_WAIT_MS=0, a light load leaves it small.
+                messages += self._consumer.consume(num_messages=self._batch.max_size - 1, timeout=0)
         records = []
         for msg in messages:
             err = msg.error()
@@ -261,7 +328,8 @@ class GenreService:
         for r in records:
             self._frontier.setdefault(r.tp, r.offset)
         self._batch.add(records)
-        self._producer.poll(0)  # serve delivery callbacks
+        if self._in_flight is None:
+            self._producer.poll(0)  # serve delivery callbacks (a running commit serves its own)
 
     def _on_message_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -272,44 +340,107 @@ class GenreService:
             logger.warning("consumer error: %s", err)
 
     # -- delivery ---------------------------------------------------------------------------------
+    #
+    # A batch is processed and its outputs produced; its commit runs on a background thread
+    # (exactly-once: send_offsets + commit_transaction; at-least-once: the flush, followed by an
+    # asynchronous offset commit when settled). The loop polls and processes the next batch
+    # meanwhile and settles the commit before producing again: one transaction at a time per
+    # producer, and a batch whose predecessor failed is never delivered (both are rewound).
+    # Offsets are still committed only with or after their outputs.
 
     def _handle(self, records: list[InputRecord], final: bool = False) -> None:
-        """Processes and delivers one batch; on failure rewinds and backs off (or raises when persistent)."""
+        """Processes one batch, settles the previous one, then starts this one's delivery."""
         started = time.perf_counter()
         result = self.processor.process(records)
         self._bound_batch_time(time.perf_counter() - started)
-        offsets = next_offsets(records)
-        delivered = time.perf_counter()
-        try:
-            if self.settings.exactly_once:
-                self._deliver_transaction(result, offsets)
-            else:
-                self._deliver_then_commit(result, offsets)
-        except DeliveryError as exc:
-            self._failures += 1
-            self.metrics.batches.labels(outcome="failed").inc()
-            self._rewind(first_offsets(records))
-            if final or self._failures > self.settings.max_retries:
-                raise ServiceError(f"giving up after {self._failures} failed batch deliveries: {exc}") from exc
-            backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
-            logger.warning(
-                "batch not delivered (%s); rewound %s, retry %d in %.1fs",
-                exc,
-                describe(records),
-                self._failures,
-                backoff,
-                extra={"partitions": describe(records)},
-            )
-            self.metrics.retries.inc()
-            self._stop.wait(backoff)
+        if not self._settle(final, rewind_too=records):
             return
+        offsets = next_offsets(records)
+        try:
+            commit = self._start_delivery(result, offsets)
+        except DeliveryError as exc:
+            self._failed(records, exc, final)
+            return
+        self._in_flight = InFlight(records, result, offsets, commit)
+        if final or not self.settings.overlap_commit:
+            self._settle(final)
+
+    def _settle(self, final: bool = False, rewind_too: Sequence[InputRecord] = ()) -> bool:
+        """Waits for the batch in flight; True when it committed (or none was in flight).
+
+        On failure its records, and `rewind_too` (a later batch, processed but not delivered),
+        are rewound and the loop backs off; raises `ServiceError` when the failures persist.
+        """
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return True
+        waited = time.perf_counter()
+        try:
+            self._await_commit(flight.commit)
+        except DeliveryError as exc:
+            self._failed([*flight.records, *rewind_too], exc, final)
+            return False
+        if not self.settings.exactly_once:
+            self._commit_offsets(flight.offsets)
+        # The part of the commit the loop could not hide behind the next batch.
+        flight.result.timings["commit_wait"] = time.perf_counter() - waited
+        self._committed(flight)
+        return True
+
+    def _await_commit(self, commit: BackgroundCall) -> None:
+        """Raises `DeliveryError` (after aborting the transaction) or `FatalKafkaError`."""
+        try:
+            returned = commit.wait(self._hang_deadline_s)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}") from exc
+            self._abort()
+            raise TransactionError(f"transaction aborted: {err}") from exc
+        if returned:
+            return
+        if self.settings.exactly_once:
+            self._replace_producer("commit")
+            raise TransactionError(f"transaction commit hung past {self._hang_deadline_s:.0f}s; producer replaced")
+        raise DeliveryError(f"delivery and offset commit hung past {self._hang_deadline_s:.0f}s")
+
+    def _failed(self, records: Sequence[InputRecord], exc: DeliveryError, final: bool) -> None:
+        """Rewinds the undelivered records' partitions and schedules a retry with exponential backoff."""
+        self._failures += 1
+        self.metrics.batches.labels(outcome="failed").inc()
+        positions = first_offsets(records)
+        self._rewind(positions)
+        # Records polled after the failed ones are fetched again from the rewound position.
+        self._batch.drop(set(positions))
+        if final or self._failures > self.settings.max_retries:
+            raise ServiceError(f"giving up after {self._failures} failed batch deliveries: {exc}") from exc
+        backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
+        logger.warning(
+            "batch not delivered (%s); rewound %s, retry %d in %.1fs",
+            exc,
+            describe(records),
+            self._failures,
+            backoff,
+            extra={"partitions": describe(records)},
+        )
+        self.metrics.retries.inc()
+        self._retry_at = time.monotonic() + backoff
+
+    def _back_off(self) -> None:
+        """After a failed delivery: waits out the backoff (a stop() cuts it short)."""
+        if self._retry_at is not None:
+            self._stop.wait(max(0.0, self._retry_at - time.monotonic()))
+            self._retry_at = None
+
+    def _committed(self, flight: InFlight) -> None:
         self._failures = 0
-        self._frontier.update(offsets)
-        done = time.time()
+        self._frontier.update(flight.offsets)
+        records, result = flight.records, flight.result
         self.metrics.batches.labels(outcome="committed").inc()
         self.metrics.batch_size.observe(len(records))
-        result.timings["commit"] = time.perf_counter() - delivered - self._produce_seconds
+        result.timings["commit"] = flight.commit.seconds
         self.metrics.record_batch(result.predicted, result.dead_letters, result.timings, result.shadow_pairs)
+        done = flight.commit.finished_at
         for r in records:
             if r.timestamp_ms is not None:
                 self.metrics.end_to_end_seconds.observe(max(0.0, done - r.timestamp_ms / 1000))
@@ -349,8 +480,7 @@ class GenreService:
         started = time.perf_counter()
         for out in self._all_outputs(result):
             self._produce(out)
-        self._produce_seconds = time.perf_counter() - started
-        result.timings["produce"] = self._produce_seconds
+        result.timings["produce"] = time.perf_counter() - started
 
     def _produce(self, out: OutputRecord) -> None:
         while True:
@@ -371,39 +501,38 @@ class GenreService:
         if err is not None:
             self._delivery_errors.append(err)
 
-    def _deliver_transaction(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
-        """begin → produce outputs and dead letters → send offsets → commit, all or nothing."""
+    def _start_delivery(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> BackgroundCall:
+        """Produces the batch's outputs and starts its commit in the background."""
         self._delivery_errors.clear()
+        if not self.settings.exactly_once:
+            # Produce here, wait for the acknowledgements in the background, commit offsets on settling.
+            self._produce_all(result)
+            return BackgroundCall("flush", self._flush)
+        # begin → produce outputs and dead letters here; send offsets → commit in the background.
         try:
             if not self._txn_ready:
                 # A new producer (or one whose init timed out: "retry call to resume").
                 self._bounded("init_transactions", self._producer.init_transactions, self._timeout)
                 self._txn_ready = True
-            p = self._producer
-            p.begin_transaction()
+            self._producer.begin_transaction()
             self._produce_all(result)
-            self._bounded(
-                "send_offsets_to_transaction",
-                p.send_offsets_to_transaction,
-                [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()],
-                self._consumer.consumer_group_metadata(),
-                self._timeout,
-            )
-            self._commit_transaction()
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.fatal():
                 raise FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}") from exc
             self._abort()
             raise TransactionError(f"transaction aborted: {err}") from exc
+        partitions = [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        group = self._consumer.consumer_group_metadata()
+        return BackgroundCall("commit-transaction", self._commit_transaction, self._producer, partitions, group)
 
-    def _commit_transaction(self) -> None:
+    def _commit_transaction(self, producer: Producer, partitions: list[KafkaTopicPartition], group: object) -> None:
+        """On the commit thread: offsets into the transaction, then commit; all within one timeout."""
         deadline = time.monotonic() + self._timeout
+        producer.send_offsets_to_transaction(partitions, group, self._timeout)
         while True:
             try:
-                self._bounded(
-                    "commit_transaction", self._producer.commit_transaction, max(1.0, deadline - time.monotonic())
-                )
+                producer.commit_transaction(max(1.0, deadline - time.monotonic()))
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -442,25 +571,33 @@ class GenreService:
                 raise FatalKafkaError(f"abort_transaction failed fatally: {err}") from exc
             logger.warning("abort_transaction failed: %s", err)
 
-    def _deliver_then_commit(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
-        """At-least-once: produce, wait for every acknowledgement, then commit offsets."""
-        self._delivery_errors.clear()
-        self._produce_all(result)
+    def _flush(self) -> None:
+        """On the commit thread, at-least-once: waits for every acknowledgement of the batch's outputs."""
         remaining = self._producer.flush(self._timeout)
         if remaining or self._delivery_errors:
             first = self._delivery_errors[0] if self._delivery_errors else "timeout"
             raise DeliveryError(f"{remaining} undelivered, {len(self._delivery_errors)} failed ({first})")
+
+    def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        """At-least-once, after every output was acknowledged: an asynchronous offset commit.
+
+        librdkafka sends commits in order and finishes outstanding ones before the consumer closes;
+        a failure is logged by `_on_commit` (the outputs are written: at worst duplicates, no loss).
+        """
         assigned = [tp for tp in offsets if tp in self._assigned]
         if not assigned:
             return
         try:
             self._consumer.commit(
                 offsets=[KafkaTopicPartition(tp.topic, tp.partition, offsets[tp]) for tp in assigned],
-                asynchronous=False,
+                asynchronous=True,
             )
         except KafkaException as exc:
-            # Outputs are written; a lost commit means the next owner re-processes (duplicates, no loss).
             logger.warning("offset commit failed after delivery (duplicates possible): %s", exc.args[0])
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[KafkaTopicPartition]) -> None:
+        if err is not None:
+            logger.warning("offset commit failed after delivery (duplicates possible): %s", err)
 
     def _rewind(self, positions: dict[TopicPartition, int]) -> None:
         for tp, offset in positions.items():
@@ -551,12 +688,19 @@ class GenreService:
         logger.info("assigned %s", ", ".join(sorted(map(str, added))) or "nothing")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
-        # Batches are processed and committed between polls, so only the unprocessed buffer can
-        # hold records of these partitions: drop them, their next owner reads them again.
+        # Batches are processed between polls, so only a commit in flight and the unprocessed
+        # buffer can hold records of these partitions. The commit is settled while the partitions
+        # are still ours (a failure rewinds it); buffered records are dropped, their next owner
+        # reads them again.
+        self._settle()
         self._forget(partitions, "revoke")
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        # Lost partitions may already belong to another member: forget them first, so a commit
+        # in flight that fails is not rewound there, and at-least-once offsets are not committed
+        # there; the commit is settled only to free the producer (the broker fences late offsets).
         self._forget(partitions, "lost")
+        self._settle()
 
     def _forget(self, partitions: list[KafkaTopicPartition], event: str) -> None:
         gone = {TopicPartition(p.topic, p.partition) for p in partitions}

@@ -134,6 +134,10 @@ class ServiceSettings(_EnvSettings):
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=900_000)
     batch_size: int = Field(default=256, ge=1, le=10_000)
     batch_max_wait_ms: int = Field(default=10, ge=0, le=60_000)
+    overlap_commit: bool = Field(
+        default=True,
+        description="commit a batch while the next one is processed; false waits for each commit before reading on",
+    )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_value_bytes: int = Field(default=64 * 1024, ge=16)

@@ -116,6 +116,11 @@ class FakeProducer:
     calls: list[str] = field(default_factory=list)
     hang_send_offsets: threading.Event | None = None
     """When set, send_offsets_to_transaction blocks until the event is set (a librdkafka hang)."""
+    commit_gate: threading.Event | None = None
+    """When set, commit_transaction first waits up to `gate_timeout_s` for it (a slow broker)."""
+    gate_timeout_s: float = 5.0
+    gate_seen: list[bool] = field(default_factory=list)
+    """Per commit: whether the gate was open by then."""
 
     def init_transactions(self, timeout: float) -> None:
         self.calls.append("init")
@@ -134,6 +139,8 @@ class FakeProducer:
         self.pending_offsets = {tp.partition: tp.offset for tp in offsets}
 
     def commit_transaction(self, timeout: float) -> None:
+        if self.commit_gate is not None:
+            self.gate_seen.append(self.commit_gate.wait(self.gate_timeout_s))
         self.calls.append("commit")
         if self.fail_commits:
             raise KafkaException(self.fail_commits.pop(0))

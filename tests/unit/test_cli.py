@@ -3,11 +3,12 @@ from __future__ import annotations
 import gc
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from consumer.__main__ import EXIT_CONFIG, freeze_loaded_objects
+from consumer.__main__ import EXIT_CONFIG, OPENMP_SPIN_COUNT, freeze_loaded_objects
 from consumer.__main__ import main as consumer_main
 from model.evaluate import build_parser as eval_parser
 from model.train import build_parser as train_parser
@@ -117,3 +118,18 @@ def test_objects_loaded_before_serving_are_frozen_out_of_full_collections() -> N
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "spin_count"),
+    [({}, str(OPENMP_SPIN_COUNT)), ({"GOMP_SPINCOUNT": "5"}, "5"), ({"OMP_WAIT_POLICY": "PASSIVE"}, None)],
+)
+def test_the_consumer_bounds_openmp_spinning_unless_the_user_chose(
+    monkeypatch: pytest.MonkeyPatch, given: dict[str, str], spin_count: str | None
+) -> None:
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    assert consumer_main(["--help"]) == 0
+    assert os.environ.get("GOMP_SPINCOUNT") == spin_count

@@ -25,10 +25,15 @@ from tests.unit.fake_kafka import FakeConsumer, FakeProducer
 class Model:
     name, version = "fake", "1"
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, on_predict: Callable[[int], None] | None = None) -> None:
         self.delay_s = delay_s
+        self.on_predict = on_predict
+        self.calls = 0
 
     def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
+        self.calls += 1
+        if self.on_predict is not None:
+            self.on_predict(self.calls)
         time.sleep(self.delay_s)
         return [Prediction(("Drama",), {"Drama": 0.9}) for _ in texts]
 
@@ -113,6 +118,60 @@ def test_at_least_once_commits_after_delivery() -> None:
     assert "begin" not in producer.calls and len(producer.committed_records) == 5
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_next_batch_is_processed_while_the_previous_one_commits(overlap: bool) -> None:
+    consumer = FakeConsumer("in", {0: values(8)})
+    second_batch = threading.Event()
+    producer = FakeProducer(commit_gate=second_batch, gate_timeout_s=5.0 if overlap else 0.3)
+    model = Model(on_predict=lambda n: second_batch.set() if n == 2 else None)
+    service = make(consumer, producer, model, overlap_commit=overlap, batch_max_wait_ms=60_000)
+    run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 8)
+    # Overlapped, the first commit is still running when the second batch reaches the model;
+    # sequential, the first commit is done (its gate timed out) before the second batch is read.
+    assert producer.gate_seen[0] is overlap
+    assert producer.calls == ["init", "begin", "commit", "begin", "commit", "close"]
+    outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out")
+    assert outputs == list(range(8))
+    assert service.metrics.registry.get_sample_value("genre_batches_total", {"outcome": "committed"}) == 2
+
+
+def test_a_commit_that_fails_behind_the_next_batch_rewinds_both_and_delivers_each_once() -> None:
+    consumer = FakeConsumer("in", {0: values(4), 1: values(4, 100)})  # batch 1 = partition 0, batch 2 = 1
+    second_batch = threading.Event()
+    producer = FakeProducer(
+        fail_commits=[KafkaError(KafkaError._STATE, "boom", txn_requires_abort=True)], commit_gate=second_batch
+    )
+    model = Model(on_predict=lambda n: second_batch.set() if n == 2 else None)
+    service = make(consumer, producer, model, batch_max_wait_ms=60_000)
+    run_until(service, consumer, lambda: producer.committed_offsets == {0: 4, 1: 4})
+    # Batch 2 was processed while batch 1's commit failed: it is not delivered but rewound with it.
+    assert producer.calls[:4] == ["init", "begin", "commit", "abort"]
+    assert sorted(consumer.seeks) == [(0, 0), (1, 0)]
+    outputs = [json.loads(v)["source"] for t, _, v in producer.committed_records if t == "out"]
+    assert sorted((o["partition"], o["offset"]) for o in outputs) == [(p, i) for p in (0, 1) for i in range(4)]
+
+
+def test_a_revoke_waits_for_the_commit_in_flight() -> None:
+    consumer = FakeConsumer("in", {0: values(4), 1: values(4, 100)})
+    gate = threading.Event()
+    producer = FakeProducer(commit_gate=gate)
+    service = make(consumer, producer, batch_max_wait_ms=60_000)
+    seen: dict[str, object] = {}
+
+    def step(c: FakeConsumer) -> None:
+        if service._in_flight is not None and "revoked" not in seen:  # batch 1 (partition 0) commits
+            threading.Timer(0.2, gate.set).start()
+            c.revoke([0])
+            seen["revoked"] = dict(producer.committed_offsets)
+        if producer.committed_offsets.get(1) == 4:
+            service.stop()
+
+    consumer.on_consume = step
+    service.run()
+    assert seen["revoked"] == {0: 4}, "the revoked partition's batch committed before the revoke returned"
+    assert service.assignment == frozenset({TopicPartition("in", 1)})
+
+
 def test_revoke_drops_buffered_records_of_those_partitions() -> None:
     consumer = FakeConsumer("in", {0: values(2), 1: values(2, 10)})
     producer = FakeProducer()
@@ -182,3 +241,13 @@ def test_a_consumer_close_that_never_returns_is_abandoned_after_everything_is_co
         release.set()
     assert service.abandoned_consumer and not consumer.closed and producer.calls[-1] == "close"
     assert producer.committed_offsets == {0: 6} and len(producer.committed_records) == 6
+
+
+def test_a_backlog_fills_whole_batches_even_without_a_wait() -> None:
+    consumer = FakeConsumer("in", {0: values(12)})
+    producer = FakeProducer()
+    service = make(consumer, producer, batch_size=4, batch_max_wait_ms=0)
+    run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 12)
+    # The first record is polled, the three already fetched behind it join its batch at once.
+    assert producer.calls.count("begin") == 3
+    assert service.metrics.registry.get_sample_value("genre_batch_size_records_sum") == 12

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import json
+import re
+from enum import Enum
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from consumer.settings import (
     KafkaSettings,
+    ModelSettings,
     OverlongPolicy,
     ProcessingGuarantee,
     ServiceSettings,
@@ -102,3 +109,44 @@ def test_settings_are_frozen() -> None:
     s = ServiceSettings()
     with pytest.raises(ValidationError):
         s.batch_size = 5  # type: ignore[misc]
+
+
+def _documented_defaults() -> dict[str, str]:
+    """`NAME -> default` from the README's settings table, for rows whose default is a plain literal."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    out: dict[str, str] = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not re.fullmatch(r"`(GENRE|KAFKA)_[A-Z_]+`( / `[A-Z_]+`)*", cells[0]):
+            continue
+        names = re.findall(r"`([A-Z_]+)`", cells[0])
+        defaults = cells[1].split(" / ")
+        for name, default in zip(names, defaults, strict=False):
+            literal = re.fullmatch(r"`([^`<$]*)`", default)
+            if literal:
+                out[name] = literal.group(1)
+    return out
+
+
+def _default_of(name: str) -> str:
+    prefixes: list[tuple[str, type[BaseSettings]]] = [
+        ("GENRE_MODEL_", ModelSettings),
+        ("GENRE_", ServiceSettings),
+        ("KAFKA_", KafkaSettings),
+    ]
+    cls, field = next((c, name.removeprefix(p).lower()) for p, c in prefixes if name.startswith(p))
+    value = cls.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value.value if isinstance(value, Enum) else value)
+
+
+def test_the_readme_states_each_default_the_settings_have() -> None:
+    documented = _documented_defaults()
+    assert len(documented) >= 25, "the README's settings table was not found"
+    wrong = {name: (text, _default_of(name)) for name, text in documented.items() if text != _default_of(name)}
+    assert wrong == {}, "README default -> actual default"
