@@ -49,7 +49,7 @@ class ServiceMetrics:
         self.retries = Counter("retries", "Batch delivery retries after a failure", namespace=ns, registry=registry)
         self.producer_replacements = Counter(
             "producer_replacements",
-            "Transactional producers replaced after a hung call",
+            "Producers replaced after a hung transactional call or flush",
             namespace=ns,
             registry=registry,
         )

@@ -61,8 +61,9 @@ class BackgroundCall:
 
         threading.Thread(target=target, name=f"bounded-{what}", daemon=True).start()
 
-    def done(self) -> bool:
-        return self._done.is_set()
+    def ended(self, deadline_s: float) -> bool:
+        """True once the call returned or `deadline_s` passed since it started (`wait` won't block)."""
+        return self._done.is_set() or time.monotonic() - self.started >= deadline_s
 
     def wait(self, deadline_s: float) -> bool:
         """False when the call has not returned `deadline_s` after it started; re-raises what it raised."""
@@ -145,6 +146,8 @@ class GenreService:
         transactional_id: this instance's transactional id (exactly-once mode).
         consumer_factory, producer_factory: client constructors (injectable for tests).
         model_updates: source of verified new champions (hot reload), swapped in between batches.
+        after_model_swap: called after each swap, between batches (the entry point re-freezes the
+            loaded objects out of garbage collection).
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class GenreService:
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
         model_updates: ModelUpdates | None = None,
+        after_model_swap: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
         self.processor = processor
@@ -195,6 +199,7 @@ class GenreService:
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
         self._model_updates = model_updates
+        self._after_model_swap = after_model_swap
         self._publish_model_info()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -247,8 +252,8 @@ class GenreService:
                 self._poll_once()
                 if self._batch.is_due():
                     self._handle(self._batch.drain())
-                if self._in_flight is not None and self._in_flight.commit.done():
-                    self._settle()
+                if self._in_flight is not None and self._in_flight.commit.ended(self._hang_deadline_s):
+                    self._settle()  # also when no input comes: a hung commit is found in time
                 self._swap_model()
                 self._monitor()
                 self._back_off()
@@ -307,16 +312,24 @@ class GenreService:
     def _poll_once(self) -> None:
         if len(self._batch):
             # Fill the batch until it is full or its time bound is reached.
-            messages = self._consumer.consume(num_messages=max(1, self._batch.room), timeout=self._batch.remaining_s())
+            self._take(self._consumer.consume(num_messages=max(1, self._batch.room), timeout=self._batch.remaining_s()))
         else:
             # consume(n, t) waits for n messages or t; the first record of a batch must not wait
             # for companions, so poll for it (returns as soon as one arrives; ≤ 1 s keeps stop() prompt).
             first = self._consumer.poll(1.0 if self._in_flight is None else POLL_WHILE_COMMITTING_S)
-            messages = [first] if first is not None else []
-            if first is not None and self._batch.max_size > 1:
+            if first is not None:
+                self._take([first])
+            if len(self._batch) and self._batch.room:
                 # Then everything already fetched, without waiting: a backlog fills the batch at
-                # once even with GENRE_BATCH_MAX_WAIT_MS=0, a light load leaves it small.
-                messages += self._consumer.consume(num_messages=self._batch.max_size - 1, timeout=0)
+                # once even with GENRE_BATCH_MAX_WAIT_MS=0, a light load leaves it small. The first
+                # record is in the batch already, so a rebalance or rewind inside this call drops
+                # it like any other buffered record.
+                self._take(self._consumer.consume(num_messages=self._batch.room, timeout=0))
+        if self._in_flight is None:
+            self._producer.poll(0)  # serve delivery callbacks (a running commit serves its own)
+
+    def _take(self, messages: Sequence[Message]) -> None:
+        """Adds consumed messages to the batch (errors are reported, not batched)."""
         records = []
         for msg in messages:
             err = msg.error()
@@ -328,8 +341,6 @@ class GenreService:
         for r in records:
             self._frontier.setdefault(r.tp, r.offset)
         self._batch.add(records)
-        if self._in_flight is None:
-            self._producer.poll(0)  # serve delivery callbacks (a running commit serves its own)
 
     def _on_message_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -399,10 +410,11 @@ class GenreService:
             raise TransactionError(f"transaction aborted: {err}") from exc
         if returned:
             return
+        # The call may still be inside the producer: it is abandoned, never flushed or closed.
+        self._replace_producer("commit" if self.settings.exactly_once else "flush")
         if self.settings.exactly_once:
-            self._replace_producer("commit")
             raise TransactionError(f"transaction commit hung past {self._hang_deadline_s:.0f}s; producer replaced")
-        raise DeliveryError(f"delivery and offset commit hung past {self._hang_deadline_s:.0f}s")
+        raise DeliveryError(f"flush hung past {self._hang_deadline_s:.0f}s; producer replaced")
 
     def _failed(self, records: Sequence[InputRecord], exc: DeliveryError, final: bool) -> None:
         """Rewinds the undelivered records' partitions and schedules a retry with exponential backoff."""
@@ -434,7 +446,7 @@ class GenreService:
 
     def _committed(self, flight: InFlight) -> None:
         self._failures = 0
-        self._frontier.update(flight.offsets)
+        self._frontier.update({tp: off for tp, off in flight.offsets.items() if tp in self._assigned})
         records, result = flight.records, flight.result
         self.metrics.batches.labels(outcome="committed").inc()
         self.metrics.batch_size.observe(len(records))
@@ -554,7 +566,7 @@ class GenreService:
             raise TransactionError(f"{what} hung past {self._hang_deadline_s:.0f}s; producer replaced")
 
     def _replace_producer(self, what: str) -> None:
-        logger.error("%s did not return: replacing the transactional producer (the stuck one is abandoned)", what)
+        logger.error("%s did not return: replacing the producer (the stuck one is abandoned)", what)
         self.abandoned_producers.append(self._producer)  # never touched again: its call may still be inside
         self._producer = self._producer_factory(self._producer_config)
         self._txn_ready = False  # init_transactions runs before the next batch (it fences the stuck one)
@@ -657,6 +669,8 @@ class GenreService:
         self.processor.swap(self.processor.models.with_champion(new))
         self._publish_model_info()
         logger.info("champion swapped %s -> %s", old, new.version)
+        if self._after_model_swap is not None:
+            self._after_model_swap()
 
     def _monitor(self) -> None:
         """Every few seconds: lag per partition (cached watermarks, no broker round trip) and drift."""

@@ -59,6 +59,7 @@ class FakeConsumer:
     on_consume: Callable[[FakeConsumer], None] | None = None
     hang_close: threading.Event | None = None
     """When set, close() blocks until the event is set (a librdkafka close that never returns)."""
+    revoked: set[int] = field(default_factory=set)
 
     def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
         self.callbacks = callbacks
@@ -71,6 +72,8 @@ class FakeConsumer:
             self.on_consume(self)
         out: list[FakeMessage] = []
         for p, values in self.log.items():
+            if p in self.revoked:
+                continue  # librdkafka returns nothing of a partition revoked inside this call
             start = self.position.get(p, 0)
             take = values[start : start + num_messages - len(out)]
             out.extend(FakeMessage(self.topic, p, start + i, v) for i, v in enumerate(take))
@@ -82,6 +85,7 @@ class FakeConsumer:
         return got[0] if got else None
 
     def revoke(self, partitions: list[int]) -> None:
+        self.revoked.update(partitions)
         self.callbacks["on_revoke"](self, [KafkaTopicPartition(self.topic, p) for p in partitions])
 
     def seek(self, tp: KafkaTopicPartition) -> None:
@@ -116,6 +120,8 @@ class FakeProducer:
     calls: list[str] = field(default_factory=list)
     hang_send_offsets: threading.Event | None = None
     """When set, send_offsets_to_transaction blocks until the event is set (a librdkafka hang)."""
+    hang_flush: threading.Event | None = None
+    """When set, flush() blocks until the event is set."""
     commit_gate: threading.Event | None = None
     """When set, commit_transaction first waits up to `gate_timeout_s` for it (a slow broker)."""
     gate_timeout_s: float = 5.0
@@ -157,6 +163,9 @@ class FakeProducer:
         return True
 
     def flush(self, timeout: float) -> int:
+        self.calls.append("flush")
+        if self.hang_flush is not None:
+            self.hang_flush.wait()
         # Outside a transaction (at-least-once) a flush is what makes records durable.
         if "begin" not in self.calls:
             self.committed_records += self.pending

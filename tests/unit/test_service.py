@@ -129,7 +129,7 @@ def test_the_next_batch_is_processed_while_the_previous_one_commits(overlap: boo
     # Overlapped, the first commit is still running when the second batch reaches the model;
     # sequential, the first commit is done (its gate timed out) before the second batch is read.
     assert producer.gate_seen[0] is overlap
-    assert producer.calls == ["init", "begin", "commit", "begin", "commit", "close"]
+    assert producer.calls == ["init", "begin", "commit", "begin", "commit", "flush", "close"]
     outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out")
     assert outputs == list(range(8))
     assert service.metrics.registry.get_sample_value("genre_batches_total", {"outcome": "committed"}) == 2
@@ -203,8 +203,10 @@ def test_slow_batches_shrink_to_stay_inside_the_poll_interval() -> None:
     assert producer.committed_offsets == {0: 12}
 
 
-def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing() -> None:
-    consumer = FakeConsumer("in", {0: values(8)})
+@pytest.mark.parametrize("n", [4, 8], ids=["then-idle", "behind-the-next-batch"])
+def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing(n: int) -> None:
+    # With 4 records no further input comes: the hang must be found without a next batch.
+    consumer = FakeConsumer("in", {0: values(n)})
     release = threading.Event()
     stuck, fresh = FakeProducer(hang_send_offsets=release), FakeProducer()
     producers = iter([stuck, fresh])
@@ -220,12 +222,12 @@ def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing() -> 
     )
     service._hang_deadline_s = 0.5
     try:
-        run_until(service, consumer, lambda: fresh.committed_offsets.get(0) == 8)
+        run_until(service, consumer, lambda: fresh.committed_offsets.get(0) == n)
     finally:
         release.set()
     assert stuck.committed_offsets == {} and fresh.calls[0] == "init"
     outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in fresh.committed_records if t == "out")
-    assert outputs == list(range(8)) and consumer.seeks[0] == (0, 0)
+    assert outputs == list(range(n)) and consumer.seeks[0] == (0, 0)
     assert service.metrics.registry.get_sample_value("genre_producer_replacements_total") == 1
 
 
@@ -251,3 +253,90 @@ def test_a_backlog_fills_whole_batches_even_without_a_wait() -> None:
     # The first record is polled, the three already fetched behind it join its batch at once.
     assert producer.calls.count("begin") == 3
     assert service.metrics.registry.get_sample_value("genre_batch_size_records_sum") == 12
+
+
+def test_a_swapped_in_model_serves_the_next_batches_and_the_swap_hook_runs_once() -> None:
+    consumer = FakeConsumer("in", {0: values(8)})
+    producer = FakeProducer()
+    newer = Model()
+    newer.version = "2"
+    offers: list[Model] = [newer]
+    swaps: list[str] = []
+
+    class Updates:
+        def take(self) -> Model | None:
+            return offers.pop() if offers else None
+
+    s = ServiceSettings(input_topic="in", output_topic="out", batch_size=4, batch_max_wait_ms=60_000)
+    service = GenreService(
+        KafkaSettings(),
+        s,
+        BatchProcessor(Model(), "out", DecodeLimits()),
+        ServiceMetrics(CollectorRegistry()),
+        "txn",
+        consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
+        producer_factory=lambda _: producer,  # type: ignore[arg-type,return-value]
+        model_updates=Updates(),  # type: ignore[arg-type]
+        after_model_swap=lambda: swaps.append(service.processor.predictor.version),
+    )
+    run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 8)
+    versions = [json.loads(v)["model"]["version"] for t, _, v in producer.committed_records if t == "out"]
+    assert versions == ["1"] * 4 + ["2"] * 4, "the first batch by the old model, every later one by the new"
+    assert swaps == ["2"]
+
+
+def test_a_hung_flush_abandons_the_producer_and_redelivers_at_least_once() -> None:
+    consumer = FakeConsumer("in", {0: values(4)})
+    release = threading.Event()
+    stuck, fresh = FakeProducer(hang_flush=release), FakeProducer()
+    producers = iter([stuck, fresh])
+    s = ServiceSettings(
+        input_topic="in",
+        output_topic="out",
+        batch_size=4,
+        batch_max_wait_ms=0,
+        processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE,
+    )
+    service = GenreService(
+        KafkaSettings(),
+        s,
+        BatchProcessor(Model(), "out", DecodeLimits()),
+        ServiceMetrics(CollectorRegistry()),
+        "txn",
+        consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
+        producer_factory=lambda _: next(producers),  # type: ignore[arg-type,return-value]
+    )
+    service._hang_deadline_s = 0.5
+    try:
+        run_until(service, consumer, lambda: consumer.committed.get(0) == 4)
+    finally:
+        release.set()
+    # The stuck producer is never flushed or closed again while its flush may still be running.
+    assert stuck.calls == ["flush"] and service.abandoned_producers == [stuck]
+    assert sorted(json.loads(v)["source"]["offset"] for t, _, v in fresh.committed_records if t == "out") == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert consumer.seeks == [(0, 0)] and fresh.calls[-1] == "close"
+
+
+def test_the_first_record_of_a_batch_is_dropped_when_its_partition_is_revoked_while_the_batch_fills() -> None:
+    consumer = FakeConsumer("in", {0: values(4), 1: values(4, 100)})
+    producer = FakeProducer()
+    service = make(consumer, producer, batch_max_wait_ms=60_000)
+    state = {"calls": 0}
+
+    def step(c: FakeConsumer) -> None:
+        state["calls"] += 1
+        if state["calls"] == 2:  # the call that fills the batch behind its first record, in[0]@0
+            c.revoke([0])
+        if producer.committed_offsets.get(1) == 4:
+            service.stop()
+
+    consumer.on_consume = step
+    service.run()
+    outputs = [json.loads(v)["source"] for t, _, v in producer.committed_records if t == "out"]
+    assert sorted((o["partition"], o["offset"]) for o in outputs) == [(1, i) for i in range(4)]
+    assert producer.committed_offsets == {1: 4}, "nothing committed for the partition another member owns now"
