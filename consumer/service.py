@@ -244,7 +244,7 @@ class GenreService:
             s.processing_guarantee,
             s.batch_size,
             s.batch_max_wait_ms,
-            "overlapped with the next batch" if s.overlap_commit else "before the next batch",
+            "of a full batch overlapped with the next one" if s.overlap_commit else "before the next batch",
         )
         try:
             while not self._stop.is_set():
@@ -373,7 +373,11 @@ class GenreService:
             self._failed(records, exc, final)
             return
         self._in_flight = InFlight(records, result, offsets, commit)
-        if final or not self.settings.overlap_commit:
+        # Overlap only under a backlog (a full batch), where throughput is what counts. A partial
+        # batch means the loop has caught up: the commit is settled at once, while the cores are
+        # free, instead of competing with the next batch's inference (with a co-located broker on
+        # 2 cores that contention lengthened the commit and the latency tail).
+        if final or not self.settings.overlap_commit or len(records) < self._batch.max_size:
             self._settle(final)
 
     def _settle(self, final: bool = False, rewind_too: Sequence[InputRecord] = ()) -> bool:

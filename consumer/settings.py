@@ -136,7 +136,7 @@ class ServiceSettings(_EnvSettings):
     batch_max_wait_ms: int = Field(default=10, ge=0, le=60_000)
     overlap_commit: bool = Field(
         default=True,
-        description="commit a batch while the next one is processed; false waits for each commit before reading on",
+        description="commit a full batch (a backlog) while the next one is processed; false waits for every commit",
     )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)

@@ -340,3 +340,27 @@ def test_the_first_record_of_a_batch_is_dropped_when_its_partition_is_revoked_wh
     outputs = [json.loads(v)["source"] for t, _, v in producer.committed_records if t == "out"]
     assert sorted((o["partition"], o["offset"]) for o in outputs) == [(1, i) for i in range(4)]
     assert producer.committed_offsets == {1: 4}, "nothing committed for the partition another member owns now"
+
+
+def test_a_partial_batch_commits_before_the_next_one_is_read() -> None:
+    consumer = FakeConsumer("in", {0: values(3)})
+    second_batch = threading.Event()
+    producer = FakeProducer(commit_gate=second_batch, gate_timeout_s=0.3)
+    model = Model(on_predict=lambda n: second_batch.set() if n == 2 else None)
+    service = make(consumer, producer, model, batch_size=4, batch_max_wait_ms=0)
+    state = {"calls": 0}
+
+    def step(c: FakeConsumer) -> None:
+        state["calls"] += 1
+        if state["calls"] == 3:  # the poll after the first batch: more input arrives
+            c.log[0] += values(3, 3)
+        if producer.committed_offsets.get(0) == 6:
+            service.stop()
+
+    consumer.on_consume = step
+    service.run()
+    # 3 of 4 records: the loop had caught up, so the commit ran alone (no overlap) before batch 2.
+    assert producer.gate_seen[0] is False
+    assert sorted(json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out") == list(
+        range(6)
+    )
