@@ -407,11 +407,7 @@ class GenreService:
         try:
             returned = commit.wait(self._hang_deadline_s)
         except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.fatal():
-                raise FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}") from exc
-            self._abort()
-            raise TransactionError(f"transaction aborted: {err}") from exc
+            raise self._transaction_failed(exc) from exc
         if returned:
             return
         # The call may still be inside the producer: it is abandoned, never flushed or closed.
@@ -533,14 +529,18 @@ class GenreService:
             self._producer.begin_transaction()
             self._produce_all(result)
         except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.fatal():
-                raise FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}") from exc
-            self._abort()
-            raise TransactionError(f"transaction aborted: {err}") from exc
+            raise self._transaction_failed(exc) from exc
         partitions = [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
         group = self._consumer.consumer_group_metadata()
         return BackgroundCall("commit-transaction", self._commit_transaction, self._producer, partitions, group)
+
+    def _transaction_failed(self, exc: KafkaException) -> ServiceError:
+        """The error to raise for a failed transactional call: fatal as is, otherwise aborted first."""
+        err: KafkaError = exc.args[0]
+        if err.fatal():
+            return FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}")
+        self._abort()
+        return TransactionError(f"transaction aborted: {err}")
 
     def _commit_transaction(self, producer: Producer, partitions: list[KafkaTopicPartition], group: object) -> None:
         """On the commit thread: offsets into the transaction, then commit; all within one timeout."""

@@ -43,11 +43,22 @@ def values(n: int, start: int = 0) -> list[bytes | None]:
 
 
 def make(
-    consumer: FakeConsumer, producer: FakeProducer, model: Model | None = None, **settings: object
+    consumer: FakeConsumer,
+    producer: FakeProducer | Sequence[FakeProducer],
+    model: Model | None = None,
+    model_updates: object = None,
+    after_model_swap: Callable[[], object] | None = None,
+    **settings: object,
 ) -> GenreService:
+    """A service on in-memory clients; given several producers, each new one the service makes is the next."""
     values: dict[str, object] = {"input_topic": "in", "output_topic": "out", "batch_size": 4, "batch_max_wait_ms": 0}
     s = ServiceSettings(**{**values, **settings})  # type: ignore[arg-type]
     processor = BatchProcessor(model or Model(), "out", DecodeLimits())
+    queue = [producer] if isinstance(producer, FakeProducer) else list(producer)
+
+    def next_producer(_: object) -> FakeProducer:
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
     return GenreService(
         KafkaSettings(),
         s,
@@ -55,7 +66,9 @@ def make(
         ServiceMetrics(CollectorRegistry()),
         "txn",
         consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
-        producer_factory=lambda _: producer,  # type: ignore[arg-type,return-value]
+        producer_factory=next_producer,  # type: ignore[arg-type]
+        model_updates=model_updates,  # type: ignore[arg-type]
+        after_model_swap=after_model_swap,
     )
 
 
@@ -209,17 +222,7 @@ def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing(n: in
     consumer = FakeConsumer("in", {0: values(n)})
     release = threading.Event()
     stuck, fresh = FakeProducer(hang_send_offsets=release), FakeProducer()
-    producers = iter([stuck, fresh])
-    s = ServiceSettings(input_topic="in", output_topic="out", batch_size=4, batch_max_wait_ms=0)
-    service = GenreService(
-        KafkaSettings(),
-        s,
-        BatchProcessor(Model(), "out", DecodeLimits()),
-        ServiceMetrics(CollectorRegistry()),
-        "txn",
-        consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
-        producer_factory=lambda _: next(producers),  # type: ignore[arg-type,return-value]
-    )
+    service = make(consumer, [stuck, fresh])
     service._hang_deadline_s = 0.5
     try:
         run_until(service, consumer, lambda: fresh.committed_offsets.get(0) == n)
@@ -267,17 +270,12 @@ def test_a_swapped_in_model_serves_the_next_batches_and_the_swap_hook_runs_once(
         def take(self) -> Model | None:
             return offers.pop() if offers else None
 
-    s = ServiceSettings(input_topic="in", output_topic="out", batch_size=4, batch_max_wait_ms=60_000)
-    service = GenreService(
-        KafkaSettings(),
-        s,
-        BatchProcessor(Model(), "out", DecodeLimits()),
-        ServiceMetrics(CollectorRegistry()),
-        "txn",
-        consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
-        producer_factory=lambda _: producer,  # type: ignore[arg-type,return-value]
-        model_updates=Updates(),  # type: ignore[arg-type]
+    service = make(
+        consumer,
+        producer,
+        model_updates=Updates(),
         after_model_swap=lambda: swaps.append(service.processor.predictor.version),
+        batch_max_wait_ms=60_000,
     )
     run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 8)
     versions = [json.loads(v)["model"]["version"] for t, _, v in producer.committed_records if t == "out"]
@@ -289,23 +287,7 @@ def test_a_hung_flush_abandons_the_producer_and_redelivers_at_least_once() -> No
     consumer = FakeConsumer("in", {0: values(4)})
     release = threading.Event()
     stuck, fresh = FakeProducer(hang_flush=release), FakeProducer()
-    producers = iter([stuck, fresh])
-    s = ServiceSettings(
-        input_topic="in",
-        output_topic="out",
-        batch_size=4,
-        batch_max_wait_ms=0,
-        processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE,
-    )
-    service = GenreService(
-        KafkaSettings(),
-        s,
-        BatchProcessor(Model(), "out", DecodeLimits()),
-        ServiceMetrics(CollectorRegistry()),
-        "txn",
-        consumer_factory=lambda _: consumer,  # type: ignore[arg-type,return-value]
-        producer_factory=lambda _: next(producers),  # type: ignore[arg-type,return-value]
-    )
+    service = make(consumer, [stuck, fresh], processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE)
     service._hang_deadline_s = 0.5
     try:
         run_until(service, consumer, lambda: consumer.committed.get(0) == 4)
