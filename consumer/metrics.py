@@ -35,6 +35,9 @@ class ServiceMetrics:
         self.batch_size = Histogram(
             "batch_size_records", "Records per processed batch", buckets=BATCH_BUCKETS, namespace=ns, registry=registry
         )
+        self.batch_size_limit = Gauge(
+            "batch_size_limit", "Current bound on records per batch", namespace=ns, registry=registry
+        )
         self.stage_seconds = Histogram(
             "stage_seconds", "Time per batch stage", ["stage"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry
         )

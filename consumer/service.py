@@ -179,6 +179,8 @@ class GenreService:
             }
         )
         self._batch = BatchBuilder(settings.batch_size, settings.batch_max_wait_ms / 1000)
+        self._seconds_per_record: float | None = None  # smoothed processing cost, sizes the batches
+        metrics.batch_size_limit.set(settings.batch_size)
         self._stop = threading.Event()
         self._assigned: set[TopicPartition] = set()
         self._joined = False
@@ -195,6 +197,9 @@ class GenreService:
         self.abandoned_consumer = False
         self._in_flight: InFlight | None = None
         self._retry_at: float | None = None
+        # Exactly-once: partitions rewound after a failed transaction, with the rewind position,
+        # not read again until the group's committed offsets are known (see _resynced).
+        self._resync: dict[TopicPartition, int] = {}
         # Next offset to process per partition: the first record seen, then each delivered batch's end.
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
@@ -249,9 +254,10 @@ class GenreService:
         try:
             while not self._stop.is_set():
                 self._check_available()
-                self._poll_once()
-                if self._batch.is_due():
-                    self._handle(self._batch.drain())
+                if self._resynced():
+                    self._poll_once()
+                    if self._batch.is_due():
+                        self._handle(self._batch.drain())
                 if self._in_flight is not None and self._in_flight.commit.ended(self._hang_deadline_s):
                     self._settle()  # also when no input comes: a hung commit is found in time
                 self._swap_model()
@@ -361,9 +367,10 @@ class GenreService:
 
     def _handle(self, records: list[InputRecord], final: bool = False) -> None:
         """Processes one batch, settles the previous one, then starts this one's delivery."""
+        full = len(records) >= self._batch.max_size
         started = time.perf_counter()
         result = self.processor.process(records)
-        self._bound_batch_time(time.perf_counter() - started)
+        self._size_batches(time.perf_counter() - started, len(records))
         if not self._settle(final, rewind_too=records):
             return
         offsets = next_offsets(records)
@@ -377,7 +384,7 @@ class GenreService:
         # batch means the loop has caught up: the commit is settled at once, while the cores are
         # free, instead of competing with the next batch's inference (with a co-located broker on
         # 2 cores that contention lengthened the commit and the latency tail).
-        if final or not self.settings.overlap_commit or len(records) < self._batch.max_size:
+        if final or not self.settings.overlap_commit or not full:
             self._settle(final)
 
     def _settle(self, final: bool = False, rewind_too: Sequence[InputRecord] = ()) -> bool:
@@ -418,25 +425,73 @@ class GenreService:
 
     def _failed(self, records: Sequence[InputRecord], exc: DeliveryError, final: bool) -> None:
         """Rewinds the undelivered records' partitions and schedules a retry with exponential backoff."""
-        self._failures += 1
         self.metrics.batches.labels(outcome="failed").inc()
         positions = first_offsets(records)
         self._rewind(positions)
         # Records polled after the failed ones are fetched again from the rewound position.
         self._batch.drop(set(positions))
+        if self.settings.exactly_once:
+            for tp, offset in positions.items():
+                if tp in self._assigned:
+                    self._resync[tp] = min(offset, self._resync.get(tp, offset))
+        self._retry_later(exc, final, f"batch not delivered ({exc}); rewound {describe(records)}", describe(records))
+
+    def _retry_later(self, exc: Exception, final: bool, message: str, partitions: str = "") -> None:
+        """Counts a failure and schedules the retry; raises `ServiceError` when failures persist."""
+        self._failures += 1
         if final or self._failures > self.settings.max_retries:
             raise ServiceError(f"giving up after {self._failures} failed batch deliveries: {exc}") from exc
         backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
-        logger.warning(
-            "batch not delivered (%s); rewound %s, retry %d in %.1fs",
-            exc,
-            describe(records),
-            self._failures,
-            backoff,
-            extra={"partitions": describe(records)},
-        )
+        logger.warning("%s, retry %d in %.1fs", message, self._failures, backoff, extra={"partitions": partitions})
         self.metrics.retries.inc()
         self._retry_at = time.monotonic() + backoff
+
+    def _resynced(self) -> bool:
+        """Exactly-once, after a failed transaction: True once its partitions resume at the group's
+        committed offsets; False (retry scheduled) while those cannot be read.
+
+        The batch start is not enough: a commit that hung may have been decided by the broker, and
+        the coordinator completes such a transaction when the replacement producer fences the
+        stuck one. Resuming at the batch start would then deliver that batch twice. So the producer
+        is initialised first (after init_transactions no earlier transaction of this id is open),
+        then the committed offsets are read back (read_committed: only stable ones).
+        """
+        pending = {tp: offset for tp, offset in self._resync.items() if tp in self._assigned}
+        if not pending:
+            self._resync.clear()
+            return True
+        try:
+            if not self._txn_ready:
+                self._bounded("init_transactions", self._producer.init_transactions, self._timeout)
+                self._txn_ready = True
+            committed = self._consumer.committed(
+                [KafkaTopicPartition(tp.topic, tp.partition) for tp in pending], timeout=self._timeout
+            )
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}") from exc
+            self._retry_later(exc, False, f"committed offsets not read back ({err})")
+            return False
+        except DeliveryError as exc:  # init_transactions hung: the producer was replaced again
+            self._retry_later(exc, False, f"committed offsets not read back ({exc})")
+            return False
+        for c in committed:
+            tp = TopicPartition(c.topic, c.partition)
+            if c.error is not None or c.offset < 0 or c.offset == pending.get(tp):
+                continue  # no commit of this group there, or the batch start is right
+            logger.warning(
+                "the transaction that failed had committed %s up to %d: resuming there, not at %d",
+                tp,
+                c.offset,
+                pending[tp],
+                extra={"topic": tp.topic, "partition": tp.partition, "offset": c.offset},
+            )
+            self._rewind({tp: c.offset})
+            self._batch.drop({tp})
+            self._frontier[tp] = c.offset
+        self._resync.clear()
+        return True
 
     def _back_off(self) -> None:
         """After a failed delivery: waits out the backoff (a stop() cuts it short)."""
@@ -465,21 +520,37 @@ class GenreService:
                 extra={**d.record.log_fields, "reason": d.reason.value},
             )
 
-    def _bound_batch_time(self, seconds: float) -> None:
-        """Halves the batch size when a batch used over a third of max.poll.interval.ms.
+    def _size_batches(self, seconds: float, records: int) -> None:
+        """Bounds the next batches so that one takes about the target time to process.
 
-        Heartbeats run on librdkafka's own thread, so only the poll interval can expire while the
-        model runs; on a slow or overloaded CPU smaller batches keep every batch well inside it.
+        The target is GENRE_BATCH_TARGET_MS when set, and never more than a third of
+        max.poll.interval.ms: heartbeats run on librdkafka's own thread, so only the poll interval
+        can expire while the model runs. The bound follows the smoothed cost per record, so it
+        shrinks on a slow or overloaded CPU and grows back (up to GENRE_BATCH_SIZE) when the cost
+        falls. The fixed cost of a batch makes small batches look dearer per record, so the bound
+        settles where a + b·n meets the target.
         """
-        budget = self.settings.max_poll_interval_ms / 1000 / 3
-        if seconds > budget and self._batch.max_size > 1:
-            self._batch.resize(self._batch.max_size // 2)
+        if records == 0:
+            return
+        cost = seconds / records
+        previous = self._seconds_per_record
+        self._seconds_per_record = cost if previous is None else 0.5 * previous + 0.5 * cost
+        target_s = self.settings.max_poll_interval_ms / 1000 / 3
+        if self.settings.batch_target_ms:
+            target_s = min(target_s, self.settings.batch_target_ms / 1000)
+        size = max(1, min(self.settings.batch_size, int(target_s / self._seconds_per_record)))
+        if size == self._batch.max_size:
+            return
+        if seconds > target_s and not self.settings.batch_target_ms:
             logger.warning(
-                "batch took %.1fs (budget %.1fs of max.poll.interval.ms): batch size now %d",
+                "batch of %d took %.1fs (budget %.1fs of max.poll.interval.ms): batch size now %d",
+                records,
                 seconds,
-                budget,
-                self._batch.max_size,
+                target_s,
+                size,
             )
+        self._batch.resize(size)
+        self.metrics.batch_size_limit.set(size)
 
     def _all_outputs(self, result: BatchResult) -> list[OutputRecord]:
         dlq = [
@@ -726,6 +797,7 @@ class GenreService:
         self._assigned -= gone
         for tp in gone:
             self._frontier.pop(tp, None)
+            self._resync.pop(tp, None)
         self.metrics.rebalances.labels(event=event).inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         logger.info("%s %s (%d buffered record(s) dropped)", event, ", ".join(sorted(map(str, gone))), dropped)

@@ -134,6 +134,13 @@ class ServiceSettings(_EnvSettings):
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=900_000)
     batch_size: int = Field(default=256, ge=1, le=10_000)
     batch_max_wait_ms: int = Field(default=10, ge=0, le=60_000)
+    batch_target_ms: int = Field(
+        default=0,
+        ge=0,
+        le=600_000,
+        description="processing time a batch aims at: batches shrink after slower ones and grow back "
+        "(up to batch_size) after faster ones; 0 bounds them only by a third of max_poll_interval_ms",
+    )
     overlap_commit: bool = Field(
         default=True,
         description="commit a full batch (a backlog) while the next one is processed; false waits for every commit",

@@ -46,12 +46,14 @@ class FakeMessage:
 
 @dataclass
 class FakeConsumer:
-    """One topic; `log[partition]` holds the values; `position` is the fetch position per partition."""
+    """One topic; `log[partition]` holds the values; `position` is the fetch position per partition;
+    `group` the group's committed offsets (written by commit() and by linked producers' transactions)."""
 
     topic: str
     log: dict[int, list[bytes | None]]
     position: dict[int, int] = field(default_factory=dict)
-    committed: dict[int, int] = field(default_factory=dict)
+    group: dict[int, int] = field(default_factory=dict)
+    commits: list[dict[int, int]] = field(default_factory=list)
     seeks: list[tuple[int, int]] = field(default_factory=list)
     callbacks: dict[str, Callable[..., None]] = field(default_factory=dict)
     assigned: bool = False
@@ -60,6 +62,7 @@ class FakeConsumer:
     hang_close: threading.Event | None = None
     """When set, close() blocks until the event is set (a librdkafka close that never returns)."""
     revoked: set[int] = field(default_factory=set)
+    committed_reads: int = 0
 
     def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
         self.callbacks = callbacks
@@ -96,8 +99,12 @@ class FakeConsumer:
         return "group-metadata"
 
     def commit(self, offsets: list[KafkaTopicPartition], asynchronous: bool) -> None:
-        for tp in offsets:
-            self.committed[tp.partition] = tp.offset
+        self.commits.append({tp.partition: tp.offset for tp in offsets})
+        self.group.update(self.commits[-1])
+
+    def committed(self, partitions: list[KafkaTopicPartition], timeout: float) -> list[KafkaTopicPartition]:
+        self.committed_reads += 1
+        return [KafkaTopicPartition(tp.topic, tp.partition, self.group.get(tp.partition, -1001)) for tp in partitions]
 
     def get_watermark_offsets(self, tp: KafkaTopicPartition, cached: bool = False) -> tuple[int, int]:
         return 0, len(self.log[tp.partition])
@@ -122,6 +129,13 @@ class FakeProducer:
     """When set, send_offsets_to_transaction blocks until the event is set (a librdkafka hang)."""
     hang_flush: threading.Event | None = None
     """When set, flush() blocks until the event is set."""
+    hang_commit: threading.Event | None = None
+    """When set, commit_transaction blocks until the event is set, then commits: a commit the broker
+    had decided, completed when a new producer of the same transactional.id fences this one."""
+    commit_returned: threading.Event = field(default_factory=threading.Event)
+    on_init: Callable[[], None] | None = None
+    group: dict[int, int] | None = None
+    """The consumer group's committed offsets, which a committed transaction updates."""
     commit_gate: threading.Event | None = None
     """When set, commit_transaction first waits up to `gate_timeout_s` for it (a slow broker)."""
     gate_timeout_s: float = 5.0
@@ -130,6 +144,8 @@ class FakeProducer:
 
     def init_transactions(self, timeout: float) -> None:
         self.calls.append("init")
+        if self.on_init is not None:
+            self.on_init()
 
     def begin_transaction(self) -> None:
         self.calls.append("begin")
@@ -145,6 +161,8 @@ class FakeProducer:
         self.pending_offsets = {tp.partition: tp.offset for tp in offsets}
 
     def commit_transaction(self, timeout: float) -> None:
+        if self.hang_commit is not None:
+            self.hang_commit.wait()
         if self.commit_gate is not None:
             self.gate_seen.append(self.commit_gate.wait(self.gate_timeout_s))
         self.calls.append("commit")
@@ -152,7 +170,10 @@ class FakeProducer:
             raise KafkaException(self.fail_commits.pop(0))
         self.committed_records += self.pending
         self.committed_offsets.update(self.pending_offsets)
+        if self.group is not None:
+            self.group.update(self.pending_offsets)
         self.pending, self.pending_offsets = [], {}
+        self.commit_returned.set()
 
     def abort_transaction(self, timeout: float) -> None:
         self.calls.append("abort")

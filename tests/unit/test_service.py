@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
 from consumer.decoding import DecodeLimits
@@ -25,16 +25,21 @@ from tests.unit.fake_kafka import FakeConsumer, FakeProducer
 class Model:
     name, version = "fake", "1"
 
-    def __init__(self, delay_s: float = 0.0, on_predict: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, delay_s: float = 0.0, on_predict: Callable[[int], None] | None = None, per_text_s: float = 0.0
+    ) -> None:
         self.delay_s = delay_s
         self.on_predict = on_predict
+        self.per_text_s = per_text_s
         self.calls = 0
+        self.sizes: list[int] = []
 
     def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
         self.calls += 1
+        self.sizes.append(len(texts))
         if self.on_predict is not None:
             self.on_predict(self.calls)
-        time.sleep(self.delay_s)
+        time.sleep(self.delay_s + self.per_text_s * len(texts))
         return [Prediction(("Drama",), {"Drama": 0.9}) for _ in texts]
 
 
@@ -55,6 +60,8 @@ def make(
     s = ServiceSettings(**{**values, **settings})  # type: ignore[arg-type]
     processor = BatchProcessor(model or Model(), "out", DecodeLimits())
     queue = [producer] if isinstance(producer, FakeProducer) else list(producer)
+    for p in queue:
+        p.group = consumer.group if p.group is None else p.group
 
     def next_producer(_: object) -> FakeProducer:
         return queue.pop(0) if len(queue) > 1 else queue[0]
@@ -89,7 +96,7 @@ def test_each_batch_is_one_transaction_with_its_offsets() -> None:
     assert producer.calls[0] == "init" and producer.calls.count("abort") == 0
     outputs = [json.loads(v) for topic, _, v in producer.committed_records if topic == "out"]
     assert sorted(o["id"] for o in outputs) == sorted([str(i) for i in range(6)] + ["100", "101", "102"])
-    assert consumer.closed and consumer.committed == {}  # offsets travel in the transaction, not via commit()
+    assert consumer.closed and consumer.commits == []  # offsets travel in the transaction, not via commit()
 
 
 def test_aborted_transaction_rewinds_and_retries_without_loss() -> None:
@@ -127,7 +134,7 @@ def test_at_least_once_commits_after_delivery() -> None:
     consumer = FakeConsumer("in", {0: values(5)})
     producer = FakeProducer()
     service = make(consumer, producer, processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE)
-    run_until(service, consumer, lambda: consumer.committed.get(0) == 5)
+    run_until(service, consumer, lambda: consumer.group.get(0) == 5)
     assert "begin" not in producer.calls and len(producer.committed_records) == 5
 
 
@@ -216,6 +223,26 @@ def test_slow_batches_shrink_to_stay_inside_the_poll_interval() -> None:
     assert producer.committed_offsets == {0: 12}
 
 
+def test_a_batch_time_target_shrinks_batches_and_they_grow_back_when_processing_is_faster() -> None:
+    consumer = FakeConsumer("in", {0: values(120)})
+    producer = FakeProducer()
+    model = Model(per_text_s=0.01)
+
+    def faster(calls: int) -> None:
+        if calls == 8:
+            model.per_text_s = 0.001
+
+    model.on_predict = faster
+    service = make(consumer, producer, model, batch_size=16, batch_target_ms=45)
+    run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 120)
+    # 45 ms at 10 ms a record: 4 per batch. At 1 ms a record the bound is back at batch_size.
+    assert model.sizes[0] == 16 and set(model.sizes[1:8]) == {4}, model.sizes
+    assert model.sizes[8:11] == sorted(model.sizes[8:11]) and model.sizes[-2] == 16, model.sizes
+    assert service.metrics.registry.get_sample_value("genre_batch_size_limit") == 16
+    outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out")
+    assert outputs == list(range(120))
+
+
 @pytest.mark.parametrize("n", [4, 8], ids=["then-idle", "behind-the-next-batch"])
 def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing(n: int) -> None:
     # With 4 records no further input comes: the hang must be found without a next batch.
@@ -232,6 +259,59 @@ def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing(n: in
     outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in fresh.committed_records if t == "out")
     assert outputs == list(range(n)) and consumer.seeks[0] == (0, 0)
     assert service.metrics.registry.get_sample_value("genre_producer_replacements_total") == 1
+
+
+def test_a_hung_commit_that_the_broker_completes_is_not_delivered_again() -> None:
+    # The stuck producer's commit had been decided: the coordinator completes it when the
+    # replacement's init_transactions fences the stuck one. Resuming at the batch start would
+    # deliver offsets 0-3 twice; the service must resume at the group's committed offsets.
+    consumer = FakeConsumer("in", {0: values(8)})
+    release = threading.Event()
+    stuck = FakeProducer(hang_commit=release)
+
+    def fence() -> None:
+        release.set()
+        assert stuck.commit_returned.wait(5)
+
+    fresh = FakeProducer(on_init=fence)
+    service = make(consumer, [stuck, fresh], batch_size=4)
+    service._hang_deadline_s = 0.5
+    try:
+        run_until(service, consumer, lambda: consumer.group.get(0) == 8)
+    finally:
+        release.set()
+    records = stuck.committed_records + fresh.committed_records
+    outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in records if t == "out")
+    assert outputs == list(range(8)), "each input exactly once across both producers' committed transactions"
+    assert consumer.seeks == [(0, 0), (0, 4)] and consumer.committed_reads == 1
+    assert fresh.calls[0] == "init"
+
+
+def test_a_resync_that_cannot_read_the_committed_offsets_is_retried_before_anything_is_read() -> None:
+    consumer = FakeConsumer("in", {0: values(4)})
+    producer = FakeProducer(fail_commits=[KafkaError(KafkaError._STATE, "boom", txn_requires_abort=True)])
+    service = make(consumer, producer)
+    service._stop.wait = lambda timeout=None: False  # type: ignore[method-assign,assignment]  # no real backoff
+    reads = consumer.committed
+    failures = [KafkaError(KafkaError._TIMED_OUT, "coordinator away")]
+
+    def flaky(partitions: list[object], timeout: float) -> object:
+        if failures:
+            raise KafkaException(failures.pop(0))
+        return reads(partitions, timeout)  # type: ignore[arg-type]
+
+    consumer.committed = flaky  # type: ignore[method-assign,assignment]
+    polls_while_pending = 0
+
+    def done() -> bool:
+        nonlocal polls_while_pending
+        polls_while_pending += "abort" in producer.calls and consumer.committed_reads == 0
+        return producer.committed_offsets.get(0) == 4
+
+    run_until(service, consumer, done)
+    assert polls_while_pending == 0, "nothing is read while the committed offsets are unknown"
+    outputs = sorted(json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out")
+    assert outputs == [0, 1, 2, 3] and service.metrics.registry.get_sample_value("genre_retries_total") == 2
 
 
 def test_a_consumer_close_that_never_returns_is_abandoned_after_everything_is_committed() -> None:
@@ -290,7 +370,7 @@ def test_a_hung_flush_abandons_the_producer_and_redelivers_at_least_once() -> No
     service = make(consumer, [stuck, fresh], processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE)
     service._hang_deadline_s = 0.5
     try:
-        run_until(service, consumer, lambda: consumer.committed.get(0) == 4)
+        run_until(service, consumer, lambda: consumer.group.get(0) == 4)
     finally:
         release.set()
     # The stuck producer is never flushed or closed again while its flush may still be running.
