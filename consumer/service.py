@@ -434,7 +434,8 @@ class GenreService:
             for tp, offset in positions.items():
                 if tp in self._assigned:
                     self._resync[tp] = min(offset, self._resync.get(tp, offset))
-        self._retry_later(exc, final, f"batch not delivered ({exc}); rewound {describe(records)}", describe(records))
+        where = describe(records)
+        self._retry_later(exc, final, f"batch not delivered ({exc}); rewound {where}", where)
 
     def _retry_later(self, exc: Exception, final: bool, message: str, partitions: str = "") -> None:
         """Counts a failure and schedules the retry; raises `ServiceError` when failures persist."""
@@ -456,6 +457,8 @@ class GenreService:
         is initialised first (after init_transactions no earlier transaction of this id is open),
         then the committed offsets are read back (read_committed: only stable ones).
         """
+        if not self._resync:
+            return True
         pending = {tp: offset for tp, offset in self._resync.items() if tp in self._assigned}
         if not pending:
             self._resync.clear()
@@ -535,18 +538,17 @@ class GenreService:
         cost = seconds / records
         previous = self._seconds_per_record
         self._seconds_per_record = cost if previous is None else 0.5 * previous + 0.5 * cost
-        target_s = self.settings.max_poll_interval_ms / 1000 / 3
-        if self.settings.batch_target_ms:
-            target_s = min(target_s, self.settings.batch_target_ms / 1000)
+        budget_s = self.settings.max_poll_interval_ms / 1000 / 3
+        target_s = min(budget_s, self.settings.batch_target_ms / 1000) if self.settings.batch_target_ms else budget_s
         size = max(1, min(self.settings.batch_size, int(target_s / self._seconds_per_record)))
         if size == self._batch.max_size:
             return
-        if seconds > target_s and not self.settings.batch_target_ms:
+        if seconds > budget_s:
             logger.warning(
                 "batch of %d took %.1fs (budget %.1fs of max.poll.interval.ms): batch size now %d",
                 records,
                 seconds,
-                target_s,
+                budget_s,
                 size,
             )
         self._batch.resize(size)
