@@ -289,14 +289,17 @@ def latency_points(kafka: KafkaSettings, max_rate: float, workdir: Path, runs_at
 
 def naive_peer(kafka: KafkaSettings, messages: Sequence[dict[str, str]]) -> dict[str, Any]:
     """One encode, one produce+flush, one synchronous commit per message, default fp32 configuration."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from model.artifact import load_artifact
-    from model.embedder import packaged_model_path
+    from model.embedder import available_cpus, packaged_model_path
     from model.predictor import DEFAULT_ARTIFACT
 
     run = Run(kafka, 6)
     run.produce(messages)
+    # torch's default thread count: the packed bare model of this process lowered the process-wide one.
+    torch.set_num_threads(available_cpus())
     head = load_artifact(DEFAULT_ARTIFACT).head
     encoder = SentenceTransformer(str(packaged_model_path()), device="cpu")
     consumer = Consumer(

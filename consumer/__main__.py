@@ -52,6 +52,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         threads=m.torch_threads,
         embedding_cache_size=m.embedding_cache_size,
         packing=m.packing,
+        pass_workers=m.pass_workers,
     )
 
     def load_sharing_embedder(uri: str | Path) -> Predictor:

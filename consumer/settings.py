@@ -259,6 +259,9 @@ class ModelSettings(_EnvSettings):
     packing: bool = Field(
         default=True, description="on CPU, pack short overviews into shared encoder rows instead of padding them"
     )
+    pass_workers: int = Field(
+        default=0, ge=0, le=256, description="packed encoder passes run at once on CPU; 0 = one per torch thread"
+    )
     reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
     shadow_uri: str = Field(
         default="", description="artifact folder or models:/ URI of a shadow model (outputs to the shadow topic)"

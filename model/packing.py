@@ -14,6 +14,7 @@ model is left to sentence-transformers' own batching.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -105,12 +106,18 @@ def _encoder(st: SentenceTransformer) -> Any:
 
 
 def encode_packed(
-    st: SentenceTransformer, texts: Sequence[str], capacity: int = ROW_CAPACITY, rows_per_pass: int = ROWS_PER_PASS
+    st: SentenceTransformer,
+    texts: Sequence[str],
+    capacity: int = ROW_CAPACITY,
+    rows_per_pass: int = ROWS_PER_PASS,
+    pool: Executor | None = None,
+    workers: int = 1,
 ) -> npt.NDArray[np.float32]:
     """Unit-length mean-pooled embeddings of `texts`, computed in packed rows.
 
     Tokenization is sentence-transformers' own (same truncation and special tokens), so each text's
-    tokens are exactly those it would have been encoded with.
+    tokens are exactly those it would have been encoded with. With a `pool` of `workers` threads the
+    passes run concurrently, and a batch of few rows is split so that every worker gets a pass.
     """
     import torch
 
@@ -125,21 +132,25 @@ def encode_packed(
     rows = pack_rows(lengths, capacity)  # a text longer than a row gets a row of its own
     module = _encoder(st)
     device = next(module.parameters()).device
-    sums = torch.zeros(len(texts), int(module.config.hidden_size), dtype=torch.float32)
-    with torch.inference_mode():
-        for start in range(0, len(rows), rows_per_pass):
-            chunk = rows[start : start + rows_per_pass]
-            batch = _row_tensors(chunk, ids, lengths, module.dtype)
+    parallel = pool is not None and workers > 1
+    per_pass = max(1, min(rows_per_pass, -(-len(rows) // workers))) if parallel else rows_per_pass
+    chunks = [rows[start : start + per_pass] for start in range(0, len(rows), per_pass)]
+
+    def run(chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = _row_tensors(chunk, ids, lengths, module.dtype)
+        with torch.inference_mode():
             hidden = module(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["mask"].to(device),
                 position_ids=batch["position_ids"].to(device),
                 token_type_ids=torch.zeros_like(batch["input_ids"]).to(device),
             ).last_hidden_state
-            owner = batch["owner"].reshape(-1)
-            keep = owner >= 0
-            flat = hidden.reshape(-1, hidden.shape[-1]).float().cpu()
-            sums.index_add_(0, owner[keep], flat[keep])
+        return batch["owner"].reshape(-1), hidden.reshape(-1, hidden.shape[-1]).float().cpu()
+
+    sums = torch.zeros(len(texts), int(module.config.hidden_size), dtype=torch.float32)
+    for owner, flat in pool.map(run, chunks) if parallel and pool is not None else map(run, chunks):
+        keep = owner >= 0
+        sums.index_add_(0, owner[keep], flat[keep])
     means = sums / torch.tensor(lengths, dtype=torch.float32)[:, None]
     out = torch.nn.functional.normalize(means, dim=1).numpy()
     return np.ascontiguousarray(out, dtype=np.float32)

@@ -117,6 +117,7 @@ def load_predictor(
     embedder: SentenceEmbedder | None = None,
     threads: int = 0,
     embedding_cache_size: int = 0,
+    pass_workers: int = 0,
     packing: bool = True,
 ) -> Predictor:
     """Loads a predictor from an artifact folder or the model registry.
@@ -131,6 +132,7 @@ def load_predictor(
         batch_size: encoder forward-pass size.
         threads: torch CPU threads (0: torch's default).
         embedding_cache_size: distinct texts whose embeddings are remembered (0: off).
+        pass_workers: packed passes run at once on CPU (0: one per torch thread).
         packing: pack texts into shared encoder rows on CPU (see `SentenceEmbedder`).
         embedder: an already loaded embedder to share (hot reload, shadow and canary heads). An
             artifact with other fine-tuned encoder layers gets a sibling embedder (same settings,
@@ -155,6 +157,7 @@ def load_predictor(
             encoder_tensors=artifact.encoder,
             cache_size=embedding_cache_size,
             packing=packing,
+            pass_workers=pass_workers,
         )
     predictor = Predictor(artifact, embedder)
     logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)

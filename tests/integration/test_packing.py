@@ -11,14 +11,19 @@ import pytest
 from model.embedder import SentenceEmbedder, packaged_model_path
 
 
-def test_packed_rows_give_the_padded_embeddings_on_real_overviews(real_overviews: pd.DataFrame) -> None:
+@pytest.mark.parametrize("pass_workers", [1, 2])
+def test_packed_rows_give_the_padded_embeddings_on_real_overviews(
+    real_overviews: pd.DataFrame, pass_workers: int
+) -> None:
     texts = real_overviews["overview"].sample(n=150, random_state=3).tolist()
     # The extremes: a two-word text, a duplicate, and one past max_seq_length (truncated alike).
     texts += ["Space pirates.", texts[0], " ".join(real_overviews["overview"].iloc[:6])]
     padded = SentenceEmbedder(backend="fp32", device="cpu", packing=False).load()
-    packed = SentenceEmbedder(backend="fp32", device="cpu", packing=True).load()
+    packed = SentenceEmbedder(backend="fp32", device="cpu", packing=True, pass_workers=pass_workers).load()
     assert not padded.packing_
-    assert packed.packing_
+    assert packed.packing_ and packed.workers_ == pass_workers
+    # A few texts (fewer rows than a pass holds) are split between the workers too.
+    np.testing.assert_allclose(packed.transform(texts[:3]), padded.transform(texts[:3]), atol=1e-5)
     a, b = padded.transform(texts), packed.transform(texts)
     cosine = (a * b).sum(axis=1)
     assert cosine.min() >= 0.99999
