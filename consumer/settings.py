@@ -260,7 +260,7 @@ class ModelSettings(_EnvSettings):
         default=True, description="on CPU, pack short overviews into shared encoder rows instead of padding them"
     )
     pass_workers: int = Field(
-        default=0, ge=0, le=256, description="packed encoder passes run at once on CPU; 0 = one per torch thread"
+        default=0, ge=0, le=256, description="packed encoder passes run at once on CPU; 0 = one per core"
     )
     reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
     shadow_uri: str = Field(

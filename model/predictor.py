@@ -132,7 +132,7 @@ def load_predictor(
         batch_size: encoder forward-pass size.
         threads: torch CPU threads (0: torch's default).
         embedding_cache_size: distinct texts whose embeddings are remembered (0: off).
-        pass_workers: packed passes run at once on CPU (0: one per torch thread).
+        pass_workers: packed passes run at once on CPU (0: one per core, or per `threads`).
         packing: pack texts into shared encoder rows on CPU (see `SentenceEmbedder`).
         embedder: an already loaded embedder to share (hot reload, shadow and canary heads). An
             artifact with other fine-tuned encoder layers gets a sibling embedder (same settings,
