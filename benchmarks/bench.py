@@ -234,9 +234,9 @@ def latency(kafka: KafkaSettings, messages: Sequence[dict[str, str]], rate: floa
     )
     reader.subscribe([run.output])
     seen: list[tuple[int, int, float]] = []
-    # This process still holds the bare models (~520,000 objects): one full garbage collection here
-    # takes ~270 ms and would stall the reader and the sender, adding the measuring process's own
-    # pause to the measured latency. Frozen objects are not traversed.
+    # A full garbage collection would stall the reader and the sender and add the measuring
+    # process's own pause to the measured latency (~270 ms when this process held the bare models);
+    # frozen objects are not traversed.
     gc.freeze()
     try:
         if not wait(lambda: assigned_in(log_path), 180):
@@ -284,6 +284,36 @@ def latency_points(kafka: KafkaSettings, max_rate: float, workdir: Path, runs_at
         if len(runs) > 1:
             point["runs"] = runs
         points.append(point)
+    return points
+
+
+def scaling(kafka: KafkaSettings, n: int, workdir: Path, encode_batch: str) -> list[dict[str, Any]]:
+    """Drains of `n` records by 1 and 2 replicas on an 8-partition topic."""
+    points = []
+    for replicas in (1, 2):
+        point = drain(
+            kafka,
+            texts(n),
+            workdir,
+            replicas=replicas,
+            partitions=8,
+            GENRE_MODEL_ENCODE_BATCH_SIZE=encode_batch,
+            # Cores shared out between replicas: more torch threads than cores only adds contention.
+            GENRE_MODEL_TORCH_THREADS=str(max(1, (os.cpu_count() or 1) // replicas)),
+        )
+        points.append(point)
+        log(f"  {point}")
+    return points
+
+
+def latency_in_fresh_process(bootstrap: str, max_rate: float, workdir: Path) -> list[dict[str, Any]]:
+    """`latency_points` from a new process: the load generator and reader should not share a
+    process with the bare models (1.5 GB, ~520,000 objects, torch's thread pools) measured before."""
+    result = workdir / "latency.json"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.bench", "--bootstrap-servers", bootstrap]
+    subprocess.run([*command, "--out", str(workdir.parent), "--latency-only", str(max_rate)], check=True)
+    points: list[dict[str, Any]] = json.loads(result.read_text())
     return points
 
 
@@ -361,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--catch-up", type=int, default=50_000, help="catch-up backlog size")
     p.add_argument("--naive", type=int, default=1_000, help="messages for the naive per-message peer")
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    p.add_argument("--latency-only", type=float, metavar="MAX_RATE", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.catch_up, args.naive = 2_000, 3_000, 200
@@ -370,6 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = args.out / "logs"
     workdir.mkdir(exist_ok=True)
+    if args.latency_only:
+        points = latency_points(kafka, args.latency_only, workdir)
+        (workdir / "latency.json").write_text(json.dumps(points))
+        return 0
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -395,25 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["catch_up"] = drain(kafka, texts(args.catch_up), workdir, GENRE_MODEL_ENCODE_BATCH_SIZE=best_bs)
     log(f"  {results['catch_up']}")
     log("== scaling on 8 partitions")
-    results["scaling"] = []
-    for replicas in (1, 2):
-        point = drain(
-            kafka,
-            texts(max(2000, args.n // 4)),
-            workdir,
-            replicas=replicas,
-            partitions=8,
-            GENRE_MODEL_ENCODE_BATCH_SIZE=best_bs,
-            # Cores shared out between replicas: more torch threads than cores only adds contention.
-            GENRE_MODEL_TORCH_THREADS=str(max(1, (os.cpu_count() or 1) // replicas)),
-        )
-        results["scaling"].append(point)
-        log(f"  {point}")
+    results["scaling"] = scaling(kafka, max(2000, args.n // 4), workdir, best_bs)
     # Last: a freshly started broker is still compiling its hot paths (the JVM's JIT took ~21 s of
     # CPU in its first 5 minutes here), and on 2 shared cores that doubled the latency tail. By now
     # it has carried ~80,000 records, like the long-running broker a deployment talks to.
     log("== latency at fixed rates")
-    results["latency"] = latency_points(kafka, e2e, workdir)
+    results["latency"] = latency_in_fresh_process(args.bootstrap_servers, e2e, workdir)
     results["peak_rss_mb"] = results["end_to_end"]["peak_rss_mb"]
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.out / "throughput.png")

@@ -135,6 +135,14 @@ def first_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
     return out
 
 
+def fatal_producer_error(err: KafkaError) -> FatalKafkaError | None:
+    """The service-stopping error for a fatal transactional-producer error (fenced by another
+    instance with the same transactional.id, or an epoch it cannot recover from); None otherwise."""
+    if not err.fatal():
+        return None
+    return FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}")
+
+
 class GenreService:
     """Consumes overviews, predicts genres in micro-batches and delivers results without loss.
 
@@ -472,8 +480,8 @@ class GenreService:
             )
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
-            if err.fatal():
-                raise FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}") from exc
+            if (fatal := fatal_producer_error(err)) is not None:
+                raise fatal from exc
             self._retry_later(exc, False, f"committed offsets not read back ({err})")
             return False
         except DeliveryError as exc:  # init_transactions hung: the producer was replaced again
@@ -610,8 +618,8 @@ class GenreService:
     def _transaction_failed(self, exc: KafkaException) -> ServiceError:
         """The error to raise for a failed transactional call: fatal as is, otherwise aborted first."""
         err: KafkaError = exc.args[0]
-        if err.fatal():
-            return FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}")
+        if (fatal := fatal_producer_error(err)) is not None:
+            return fatal
         self._abort()
         return TransactionError(f"transaction aborted: {err}")
 
