@@ -1,5 +1,7 @@
 """GPU measurement (device machine): model-only, a stage breakdown, the in-process pipeline, and
-1/2/4 pipeline processes sharing one card, in overviews/s on CUDA (title + overview texts).
+1/2/4 pipeline processes sharing one card, in overviews/s on CUDA (title + overview texts). With
+`--parity`, the backend rule instead: each CUDA backend's cosine to CPU fp32 vectors and held-out
+micro-F1, then 4 processes per card with fp16 and with fp32.
 
 The broker does not run there: the in-process pipeline (decode -> embed -> classify -> encode, the
 service's pure core on Kafka-shaped records) stands in for end to end. The encoder weights travel as an
@@ -27,6 +29,7 @@ from consumer.records import InputRecord
 from model.artifact import load_artifact
 from model.embedder import SentenceEmbedder
 from model.inputs import documents
+from model.metrics import binarize, f1_report
 from model.predictor import DEFAULT_ARTIFACT, Predictor
 
 
@@ -135,6 +138,34 @@ def replica_main(args: argparse.Namespace, texts: list[str], titles: list[str]) 
     return 0
 
 
+def parity(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend rule on CUDA: embeddings at cosine >= 0.99 to the CPU fp32 reference
+    (`--reference`: sentence-transformers' fp32 padded vectors of the first rows, computed where
+    the fp32 weights are) and held-out micro-F1 within 0.005 of the CPU fp32 figure, per backend."""
+    frame = pd.read_csv(args.parity, dtype=str, keep_default_na=False)
+    overviews = frame["overview"].tolist()
+    titles: list[str | None] = [t or None for t in frame["title"]]
+    truth = [g.split("|") for g in frame["genres"]]
+    reference = np.load(args.reference)
+    out: dict[str, Any] = {"n": len(frame), "reference_rows": len(reference)}
+    for backend in ("fp32", "fp16") if args.device == "cuda" else ("fp32",):
+        pred = predictor(args.model_dir, backend, 256, args.device)
+        labels = list(pred.labels)
+        predicted = pred.predict(overviews, titles)
+        f1 = f1_report(binarize(truth, labels), binarize([p.genres for p in predicted], labels), labels)["micro_f1"]
+        vectors = pred.embedder.transform(
+            documents(overviews[: len(reference)], titles[: len(reference)], pred.text_fields)
+        )
+        cosine = (vectors * reference).sum(axis=1)  # unit vectors
+        out[backend] = {
+            "micro_f1": round(f1, 4),
+            "min_cosine": round(float(cosine.min()), 5),
+            "mean_cosine": round(float(cosine.mean()), 5),
+        }
+        print(f"parity {backend} on {pred.embedder.device_}: {out[backend]}", flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
@@ -142,6 +173,8 @@ def main() -> int:
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="cuda", help="cpu only to check the script itself")
+    p.add_argument("--parity", help="held-out CSV (title, overview, genres): run the parity check only")
+    p.add_argument("--reference", help="with --parity: CPU fp32 embeddings (.npy) of its first rows")
     p.add_argument("--replica", nargs=2, metavar=("CONFIG", "KAFKA_BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     frame = pd.read_csv(args.data, dtype=str, keep_default_na=False)
@@ -150,6 +183,14 @@ def main() -> int:
     texts, titles = frame["overview"].tolist(), frame["title"].tolist()
     if args.replica:
         return replica_main(args, texts, titles)
+    if args.parity:
+        checked = parity(args)
+        for config in ("fp16/bs512", "fp32/bs256") if args.device == "cuda" else ("fp32/bs256",):
+            checked[f"4_processes_{config}"] = round(replicas(args, config, 1024, 4), 1)
+            print(f"4 pipeline processes, {config}, kafka batch 1024: {checked[f'4_processes_{config}']}/s", flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_parity.json").write_text(json.dumps(checked, indent=2))
+        return 0
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else args.device,
         "n": args.n,
