@@ -57,12 +57,15 @@ def timed(fn: object, *args: object) -> float:
 
 def stage_breakdown(pred: Predictor, texts: list[str], titles: list[str], chunk: int) -> dict[str, float]:
     """Seconds per 1,000 overviews in each stage of `predict` on the GPU's best configuration:
-    tokenization alone (host), encoder forward + pooling (device), and the classifier heads (host)."""
-    st = pred.embedder.model_
+    tokenization alone (host), the whole embedding call (tokenize, forward, pool, copy back), and
+    the classifier heads (host)."""
+    transformer = pred.embedder.model_[0]
+    # `preprocess` replaced `tokenize` in sentence-transformers 6.
+    tokenize_batch = getattr(transformer, "preprocess", None) or transformer.tokenize
     docs = documents(texts, titles, pred.text_fields)
     started = time.perf_counter()
     for s in range(0, len(docs), pred.embedder.batch_size):
-        st.tokenize(docs[s : s + pred.embedder.batch_size])
+        tokenize_batch(docs[s : s + pred.embedder.batch_size])
     tokenize = time.perf_counter() - started
     vectors = np.concatenate([pred.embedder.transform(docs[s : s + chunk]) for s in range(0, len(docs), chunk)])
     embed = timed(lambda: [pred.embedder.transform(docs[s : s + chunk]) for s in range(0, len(docs), chunk)])
