@@ -312,7 +312,9 @@ def latency_in_fresh_process(bootstrap: str, max_rate: float, workdir: Path) -> 
     result = workdir / "latency.json"
     result.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.bench", "--bootstrap-servers", bootstrap]
-    subprocess.run([*command, "--out", str(workdir.parent), "--latency-only", str(max_rate)], check=True)
+    subprocess.run(
+        [*command, "--out", str(workdir.parent.resolve()), "--latency-only", str(max_rate)], check=True, cwd=ROOT
+    )
     points: list[dict[str, Any]] = json.loads(result.read_text())
     return points
 
