@@ -30,6 +30,7 @@ from model.artifact import load_artifact
 from model.embedder import SentenceEmbedder
 from model.inputs import documents
 from model.metrics import binarize, f1_report
+from model.packing import tokenizer
 from model.predictor import DEFAULT_ARTIFACT, Predictor
 
 
@@ -59,9 +60,7 @@ def stage_breakdown(pred: Predictor, texts: list[str], titles: list[str], chunk:
     """Seconds per 1,000 overviews in each stage of `predict` on the GPU's best configuration:
     tokenization alone (host), the whole embedding call (tokenize, forward, pool, copy back), and
     the classifier heads (host)."""
-    transformer = pred.embedder.model_[0]
-    # `preprocess` replaced `tokenize` in sentence-transformers 6.
-    tokenize_batch = getattr(transformer, "preprocess", None) or transformer.tokenize
+    tokenize_batch = tokenizer(pred.embedder.model_)
     docs = documents(texts, titles, pred.text_fields)
     started = time.perf_counter()
     for s in range(0, len(docs), pred.embedder.batch_size):

@@ -105,6 +105,14 @@ def _encoder(st: SentenceTransformer) -> Any:
     return getattr(transformer, "model", None) or transformer.auto_model
 
 
+def tokenizer(st: SentenceTransformer) -> Any:
+    """sentence-transformers' own tokenization of a list of texts, as its encoder sees them (same
+    truncation and special tokens, padded on the right). `preprocess` replaced `tokenize` in
+    sentence-transformers 6; both are accepted."""
+    transformer: Any = st[0]
+    return getattr(transformer, "preprocess", None) or transformer.tokenize
+
+
 def encode_packed(
     st: SentenceTransformer,
     texts: Sequence[str],
@@ -123,10 +131,7 @@ def encode_packed(
 
     if not texts:
         raise ValueError("no texts to encode")
-    # `preprocess` replaced `tokenize` in sentence-transformers 6; both pad on the right.
-    transformer: Any = st[0]
-    prepare = getattr(transformer, "preprocess", None) or transformer.tokenize
-    features = prepare(list(texts))
+    features = tokenizer(st)(list(texts))
     lengths = [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
     ids = features["input_ids"]
     rows = pack_rows(lengths, capacity)  # a text longer than a row gets a row of its own
