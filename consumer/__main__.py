@@ -1,36 +1,27 @@
-"""Entry point of `genre-consumer` / `python -m consumer`: settings from the environment, wiring, signals."""
+"""Entry point of `genre-consumer` / `python -m consumer`: settings from the environment, wiring, signals.
+
+Only the standard library is imported before the signal handlers are in place: as PID 1 in a
+container a signal without a handler is ignored, and loading the model takes seconds.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
-import gc
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
-from consumer.decoding import DecodeLimits
-from consumer.drift import DriftMonitor
-from consumer.errors import ServiceError
-from consumer.health import HealthServer
-from consumer.logs import configure
-from consumer.metrics import ServiceMetrics
-from consumer.models import ModelSet
-from consumer.processing import BatchProcessor
-from consumer.reload import ModelWatcher
-from consumer.service import GenreService
-from consumer.settings import Settings
-from model.errors import ModelError
-from model.predictor import Predictor, load_predictor
-from model.registry import materialize, open_source
+    from consumer.service import GenreService
+    from consumer.settings import Settings
 
 logger = logging.getLogger("consumer")
 
@@ -38,63 +29,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 OPENMP_SPIN_COUNT = 100_000
 
 
-def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[GenreService, ModelWatcher | None]:
-    """Loads the models and wires the service and its model watcher (shared by the CLI, tests, benchmarks)."""
-    m = settings.model
-    source = open_source(m.uri, m.tracking_uri or None, m.cache_dir)
-    served, location = materialize(source)
-    champion = load_predictor(
-        location,
-        embedding_model=m.embedding_model or None,
-        backend=m.backend,
-        device=m.device,
-        batch_size=m.encode_batch_size,
-        threads=m.torch_threads,
-        embedding_cache_size=m.embedding_cache_size,
-        packing=m.packing,
-        pass_workers=m.pass_workers,
-    )
+class StartupInterrupted(BaseException):
+    """A stop signal arrived while the service was starting: loading is abandoned at once.
 
-    def load_sharing_embedder(uri: str | Path) -> Predictor:
-        # Challengers and new versions reuse the loaded encoder: one copy in memory, one embedding per batch.
-        return load_predictor(
-            uri, tracking_uri=m.tracking_uri or None, cache_dir=m.cache_dir, embedder=champion.embedder
-        )
-
-    models = ModelSet(
-        champion,
-        shadow=load_sharing_embedder(m.shadow_uri) if m.shadow_uri else None,
-        canary=load_sharing_embedder(m.canary_uri) if m.canary_uri else None,
-        canary_share=m.canary_share,
-        canary_by=m.canary_by,
-    )
-    s = settings.service
-    limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy)
-    metrics = ServiceMetrics(registry, drift=DriftMonitor(champion.artifact.reference, champion.labels))
-    processor = BatchProcessor(models, s.output_topic, limits, s.shadow_output_topic)
-    watcher = None
-    if m.reload_interval_s > 0:
-        watcher = ModelWatcher(source, served, load_sharing_embedder, m.reload_interval_s, metrics)
-    txn_id = s.transactional_id or f"{s.group_id}-{socket.gethostname()}-{os.getpid()}"
-    service = GenreService(
-        settings.kafka, s, processor, metrics, txn_id, model_updates=watcher, after_model_swap=freeze_loaded_objects
-    )
-    return service, watcher
-
-
-def freeze_loaded_objects() -> int:
-    """Moves every object alive now (the loaded models: ~500,000 of them) out of the collector's sight.
-
-    A full collection walks all of them: ~0.3 s on 2 cores, during which the batch in hand waits;
-    these pauses made the p99 latency tail. Frozen objects are still freed by reference counting;
-    cycles among them would stay, so what was frozen before (a model a hot reload just replaced)
-    is unfrozen and collected first. Called after loading and after each model swap, between
-    batches. Returns how many objects are frozen.
+    A BaseException, like KeyboardInterrupt, so no `except Exception` in a library swallows it.
     """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 def exit_stuck(timeout_s: float) -> None:
@@ -123,6 +62,36 @@ def bound_openmp_spinning() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPIN_COUNT))
 
 
+def config_errors(exc: ValidationError | ValueError) -> str:
+    """One line per invalid setting, without the values: they may be passwords or tokens."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return f"  {exc}"
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+class _Lifecycle:
+    """What the signal handler acts on: nothing yet (start-up), then the service and its stop deadline."""
+
+    def __init__(self) -> None:
+        self.service: GenreService | None = None
+        self.deadline: threading.Timer | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.service is None:
+            raise StartupInterrupted(name)
+        logger.info("signal %s: stopping after the current batch", name)
+        self.service.stop()
+        if self.deadline is not None and not self.deadline.is_alive():
+            self.deadline.start()
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -130,12 +99,48 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__ + "\n\nConfigured by environment variables (see README, 'Configuration').")
         return EXIT_OK
+    lifecycle = _Lifecycle()
+    previous = {sig: signal.signal(sig, lifecycle.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # `kill -USR1 <pid>` prints every thread's stack to stderr without stopping anything: the way to
+    # see where a stop that outlives its grace period waits (k8s: before the SIGKILL). Skipped where
+    # stderr is no file (an embedding host).
+    with contextlib.suppress(ValueError, OSError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        settings = Settings.from_env(os.environ if environ is None else environ)
-    except ValidationError as exc:
-        print(f"genre-consumer: invalid configuration:\n{exc}", file=sys.stderr)
+        return _serve(os.environ if environ is None else environ, lifecycle)
+    except StartupInterrupted as exc:
+        print(f"genre-consumer: {exc} during start-up: stopped before serving", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(environ: Mapping[str, str], lifecycle: _Lifecycle) -> int:
+    """Settings, wiring, then the service until it stops; the heavy imports happen here."""
+    from pydantic import ValidationError
+
+    from consumer.logs import configure
+    from consumer.settings import InvalidSettingsError, Settings
+
+    try:
+        settings = Settings.from_env(environ)
+    except (ValidationError, InvalidSettingsError) as exc:
+        print(f"genre-consumer: invalid configuration:\n{config_errors(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     configure(settings.service.log_level, settings.service.log_format)
+    return _run(settings, lifecycle)
+
+
+def _run(settings: Settings, lifecycle: _Lifecycle) -> int:
+    """Loads the models, starts the watcher and probes, and runs the service; returns the exit code."""
+    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+    from consumer.errors import ConfigurationError, ServiceError
+    from consumer.health import HealthServer
+    from consumer.wiring import build_service, freeze_loaded_objects
+    from model.errors import ModelError
+
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
@@ -149,27 +154,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         watcher.start()
     health = None
     if settings.service.metrics_port:
-        health = HealthServer(registry, service.ready, settings.service.metrics_host, settings.service.metrics_port)
+        health = HealthServer(
+            registry, service.ready, settings.service.metrics_host, settings.service.metrics_port, alive=service.alive
+        )
         health.start()
-
-    stop_deadline = threading.Timer(settings.service.stop_timeout_s, exit_stuck, (settings.service.stop_timeout_s,))
-    stop_deadline.daemon = True
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
-        service.stop()
-        if not stop_deadline.is_alive():
-            stop_deadline.start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    # `kill -USR1 <pid>` prints every thread's stack to stderr without stopping anything: the way
-    # to see where a stop that outlives its grace period is waiting (k8s: before the SIGKILL).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    timeout_s = settings.service.stop_timeout_s
+    lifecycle.deadline = threading.Timer(timeout_s, exit_stuck, (timeout_s,))
+    lifecycle.deadline.daemon = True
+    lifecycle.service = service
     code = EXIT_OK
     try:
         service.run()
         logger.info("stopped cleanly")
+    except ConfigurationError as exc:
+        logger.error("invalid configuration: %s", exc)
+        code = EXIT_CONFIG
     except ServiceError as exc:
         logger.error("stopped: %s", exc)
         code = EXIT_FAILURE

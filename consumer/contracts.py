@@ -23,13 +23,21 @@ ID_BASE = "https://genre-stream.example/schemas"
 def dead_letter_headers_schema() -> dict[str, Any]:
     """Dead letters keep the original bytes as value; their contract is the header set."""
     text = {"type": "string"}
-    properties: dict[str, Any] = {name: dict(text) for name in DeadLetterHeaders.ALL}
+    properties: dict[str, Any] = {name: dict(text) for name in DeadLetterHeaders.ALL + DeadLetterHeaders.OPTIONAL}
+    for name in (DeadLetterHeaders.VALUE_TRUNCATED, DeadLetterHeaders.KEY_TRUNCATED):
+        properties[name] = {"type": "string", "const": "true"}
+    for name in (DeadLetterHeaders.VALUE_ORIGINAL_BYTES, DeadLetterHeaders.KEY_ORIGINAL_BYTES):
+        properties[name] = {"type": "string", "pattern": "^[0-9]+$"}
+    for name in (DeadLetterHeaders.VALUE_SHA256, DeadLetterHeaders.KEY_SHA256):
+        properties[name] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
     properties[DeadLetterHeaders.REASON] = {"type": "string", "enum": [r.value for r in FailureReason]}
     properties[DeadLetterHeaders.SOURCE_PARTITION] = {"type": "string", "pattern": "^[0-9]+$"}
     properties[DeadLetterHeaders.SOURCE_OFFSET] = {"type": "string", "pattern": "^[0-9]+$"}
     return {
         "title": "DeadLetterHeaders",
-        "description": "Headers of a dead-letter record (UTF-8 values). Key and value are the original bytes.",
+        "description": "Headers of a dead-letter record (UTF-8 values). Key and value are the original "
+        "bytes, cut to fit the topic's message size limit when too long (then the dlq.value.* / dlq.key.* "
+        "headers give the original size and SHA-256).",
         "type": "object",
         "properties": properties,
         "required": list(DeadLetterHeaders.ALL),

@@ -39,6 +39,8 @@ def _fail(record: InputRecord, reason: FailureReason, error: str, message: str) 
 
 
 def _check_envelope(record: InputRecord, limits: DecodeLimits) -> DeadLetter | None:
+    if record.header_error is not None:
+        return _fail(record, FailureReason.INVALID_HEADERS, "InvalidHeadersError", record.header_error)
     if record.value is None:
         return _fail(record, FailureReason.TOMBSTONE, "TombstoneError", "value is null")
     if len(record.value) > limits.max_value_bytes:
@@ -55,7 +57,7 @@ def _check_envelope(record: InputRecord, limits: DecodeLimits) -> DeadLetter | N
             record.key.decode("utf-8")
         except UnicodeDecodeError as exc:
             return _fail(record, FailureReason.INVALID_KEY, "UnicodeDecodeError", f"key is not UTF-8: {exc}")
-    header_bytes = sum(len(k) + len(v or b"") for k, v in record.headers)
+    header_bytes = sum(len(k.encode("utf-8", "replace")) + len(v or b"") for k, v in record.headers)
     if len(record.headers) > MAX_HEADERS or header_bytes > MAX_HEADER_BYTES:
         return _fail(
             record,
@@ -92,7 +94,9 @@ def decode(record: InputRecord, limits: DecodeLimits) -> DecodedOverview | DeadL
         return _fail(record, FailureReason.INVALID_UTF8, "UnicodeDecodeError", str(exc))
     try:
         payload = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and what the parser refuses beyond the grammar, such as
+        # an integer over Python's 4,300-digit conversion limit, even in a field that is ignored.
         return _fail(record, FailureReason.INVALID_JSON, type(exc).__name__, str(exc))
     if not isinstance(payload, dict):
         return _fail(

@@ -3,6 +3,8 @@
     ServiceError
     ├── DeliveryError           outputs not acknowledged by the broker (infrastructure)
     │   └── TransactionError    a Kafka transaction could not be committed
+    ├── ModelBrokenError        the model fails on known-good input: retried, never dead-lettered
+    ├── ConfigurationError      the settings cannot work with this cluster (e.g. a topic is missing)
     └── FatalKafkaError         the client cannot continue (fenced, fatal librdkafka error)
 
 Bad input is not an exception here: it is carried as data (`DeadLetter`) to the dead-letter topic.
@@ -21,6 +23,15 @@ class DeliveryError(ServiceError):
 
 class TransactionError(DeliveryError):
     """A transaction was aborted; the consumer must rewind to the last committed offsets."""
+
+
+class ModelBrokenError(ServiceError):
+    """The model fails on text known to be good (or on most of a batch): the input is not to blame,
+    so nothing is dead-lettered or committed; the batch is retried and the service is not ready."""
+
+
+class ConfigurationError(ServiceError):
+    """The configuration cannot work (a topic to write is missing, a setting breaks the guarantee)."""
 
 
 class FatalKafkaError(ServiceError):

@@ -1,4 +1,4 @@
-"""One small HTTP server for /metrics, /healthz (alive) and /readyz (model loaded, in the group)."""
+"""One small HTTP server for /metrics, /healthz (the poll loop turns) and /readyz (delivering)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,16 @@ class HealthServer:
         registry: metrics to expose on /metrics.
         ready: returns (ready, reason) for /readyz.
         host, port: where to listen; port 0 picks a free one (see `port`).
+        alive: returns (alive, reason) for /healthz; None answers 200 while the process serves.
     """
 
     def __init__(
-        self, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]], host: str, port: int
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], tuple[bool, str]],
+        host: str,
+        port: int,
+        alive: Callable[[], tuple[bool, str]] | None = None,
     ) -> None:
         outer = self
 
@@ -31,11 +37,10 @@ class HealthServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b"ok\n")
-                elif path == "/readyz":
-                    ok, reason = outer.ready()
-                    self._send(200 if ok else 503, (reason + "\n").encode())
+                elif path in ("/healthz", "/readyz"):
+                    probe = outer.ready if path == "/readyz" else outer.alive
+                    ok, reason = probe() if probe is not None else (True, "ok")
+                    self._send(200 if ok else 503, (reason + "\n").encode("utf-8", "replace"))
                 else:
                     self._send(404, b"not found\n")
 
@@ -51,6 +56,7 @@ class HealthServer:
 
         self.registry = registry
         self.ready = ready
+        self.alive = alive
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)

@@ -38,6 +38,20 @@ class OverviewMessage(BaseModel):
             raise ValueError(f"must be a string, got {type(value).__name__}")
         return value
 
+    @field_validator("id", "overview", "title")
+    @classmethod
+    def _valid_unicode(cls, value: str | None) -> str | None:
+        # JSON may escape a lone surrogate ("\ud800"): valid JSON, but no UTF-8 encoding exists,
+        # so the output could never be written. Refused here, with the place named.
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"not valid Unicode: lone surrogate {value[exc.start]!r} at position {exc.start}"
+                ) from None
+        return value
+
     @field_validator("overview")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -103,6 +117,13 @@ class DeadLetterHeaders:
     SERVICE = "dlq.service"
     MODEL_VERSION = "dlq.model.version"
     FAILED_AT = "dlq.failed.at"
+    # Present only when the original key or value did not fit the topic's message size limit.
+    VALUE_TRUNCATED = "dlq.value.truncated"
+    VALUE_ORIGINAL_BYTES = "dlq.value.original.bytes"
+    VALUE_SHA256 = "dlq.value.sha256"
+    KEY_TRUNCATED = "dlq.key.truncated"
+    KEY_ORIGINAL_BYTES = "dlq.key.original.bytes"
+    KEY_SHA256 = "dlq.key.sha256"
 
     ALL: tuple[str, ...] = (
         REASON,
@@ -115,4 +136,12 @@ class DeadLetterHeaders:
         SERVICE,
         MODEL_VERSION,
         FAILED_AT,
+    )
+    OPTIONAL: tuple[str, ...] = (
+        VALUE_TRUNCATED,
+        VALUE_ORIGINAL_BYTES,
+        VALUE_SHA256,
+        KEY_TRUNCATED,
+        KEY_ORIGINAL_BYTES,
+        KEY_SHA256,
     )

@@ -52,7 +52,13 @@ class ServiceMetrics:
         self.retries = Counter("retries", "Batch delivery retries after a failure", namespace=ns, registry=registry)
         self.producer_replacements = Counter(
             "producer_replacements",
-            "Producers replaced after a hung transactional call or flush",
+            "Producers replaced after a hung call or a fatal error other than fencing",
+            namespace=ns,
+            registry=registry,
+        )
+        self.model_failures = Counter(
+            "model_failures",
+            "Batches not processed because the model failed on known-good input (retried, never dead-lettered)",
             namespace=ns,
             registry=registry,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Headers = tuple[tuple[str, bytes | None], ...]
 RawHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
@@ -36,6 +36,9 @@ class InputRecord:
     value: bytes | None
     headers: Headers = ()
     timestamp_ms: int | None = None
+    header_error: str | None = None
+    """Why the client could not read the headers (e.g. a key that is not UTF-8); the record is
+    then dead-lettered as invalid_headers instead of stopping the shell that copied it."""
 
     @property
     def tp(self) -> TopicPartition:
@@ -45,6 +48,11 @@ class InputRecord:
     def coordinates(self) -> str:
         """`topic[partition]@offset`, the form every log line uses."""
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        """(topic, partition, offset): identifies the record across retries of its batch."""
+        return (self.topic, self.partition, self.offset)
 
     @property
     def log_fields(self) -> dict[str, str | int]:
@@ -60,3 +68,5 @@ class OutputRecord:
     key: bytes | None
     value: bytes
     headers: Headers = ()
+    source: InputRecord | None = field(default=None, compare=False)
+    """The input this record answers: a broker that refuses it turns that input into a dead letter."""

@@ -8,75 +8,35 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
 
 from consumer.batching import BatchBuilder
-from consumer.errors import DeliveryError, FatalKafkaError, ServiceError, TransactionError
+from consumer.client_errors import is_fencing, refuses_record
+from consumer.dead_letters import DEFAULT_MESSAGE_MAX_BYTES
+from consumer.deadlines import BackgroundCall, call_with_deadline
+from consumer.envelope import to_record
+from consumer.errors import DeliveryError, FatalKafkaError, ModelBrokenError, ServiceError, TransactionError
 from consumer.metrics import ServiceMetrics
+from consumer.offsets import describe, first_offsets, next_offsets
 from consumer.processing import BatchProcessor, BatchResult
-from consumer.records import InputRecord, OutputRecord, TopicPartition, normalize_headers
+from consumer.records import InputRecord, OutputRecord, TopicPartition
 from consumer.settings import KafkaSettings, ServiceSettings
+from consumer.topics import check_topics
 from model.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "genre-consumer"
 MAX_BACKOFF_S = 30.0
 MONITOR_INTERVAL_S = 2.0
 CLOSE_DEADLINE_S = 30.0
 # While a commit runs, wait for the first record of the next batch only briefly, so the commit is
 # settled (and accounted) promptly when no input arrives.
 POLL_WHILE_COMMITTING_S = 0.05
-
-
-class BackgroundCall:
-    """A blocking client call started on a daemon thread now and awaited later, with a deadline.
-
-    A call that never returns (librdkafka #5456/#5511: e.g. send_offsets_to_transaction after a
-    coordinator restart; a consumer close that races a cooperative rebalance) must neither hang the
-    service nor keep the process from exiting; the deadline counts from the start of the call.
-    """
-
-    def __init__(self, what: str, call: Callable[..., object], *args: Any) -> None:
-        self.started = time.monotonic()
-        self.seconds = 0.0
-        """How long the call ran (set when it has returned)."""
-        self.finished_at = 0.0
-        """Wall-clock time the call returned."""
-        self._failure: BaseException | None = None
-        self._done = threading.Event()
-
-        def target() -> None:
-            try:
-                call(*args)
-            except BaseException as exc:  # handed to the waiting thread by wait()
-                self._failure = exc
-            finally:
-                self.seconds = time.monotonic() - self.started
-                self.finished_at = time.time()
-                self._done.set()
-
-        threading.Thread(target=target, name=f"bounded-{what}", daemon=True).start()
-
-    def ended(self, deadline_s: float) -> bool:
-        """True once the call returned or `deadline_s` passed since it started (`wait` won't block)."""
-        return self._done.is_set() or time.monotonic() - self.started >= deadline_s
-
-    def wait(self, deadline_s: float) -> bool:
-        """False when the call has not returned `deadline_s` after it started; re-raises what it raised."""
-        if not self._done.wait(max(0.0, self.started + deadline_s - time.monotonic())):
-            return False
-        if self._failure is not None:
-            raise self._failure
-        return True
-
-
-def call_with_deadline(what: str, deadline_s: float, call: Callable[..., object], *args: Any) -> bool:
-    """Runs a blocking client call on a daemon thread; False when it has not returned by the deadline."""
-    return BackgroundCall(what, call, *args).wait(deadline_s)
 
 
 @dataclass(frozen=True)
@@ -95,54 +55,6 @@ class ModelUpdates(Protocol):
     def take(self) -> Predictor | None: ...
 
 
-def to_record(msg: Message) -> InputRecord:
-    """Copies a librdkafka message into the core's frozen record type."""
-    ts_type, ts = msg.timestamp()
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    if topic is None or partition is None or offset is None:
-        raise ValueError("a consumed message without topic, partition or offset")
-    key, value = msg.key(), msg.value()
-    return InputRecord(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=key.encode() if isinstance(key, str) else key,
-        value=value.encode() if isinstance(value, str) else value,
-        headers=normalize_headers(msg.headers()),
-        timestamp_ms=ts if ts_type != 0 else None,  # 0 = TIMESTAMP_NOT_AVAILABLE
-    )
-
-
-def next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
-    """Offset to commit per partition: last processed offset + 1."""
-    out: dict[TopicPartition, int] = {}
-    for r in records:
-        out[r.tp] = max(out.get(r.tp, -1), r.offset + 1)
-    return out
-
-
-def describe(records: Sequence[InputRecord]) -> str:
-    """`topic[p]@first-last` per partition: the coordinates of a batch for log and error lines."""
-    first, last = first_offsets(records), next_offsets(records)
-    return ", ".join(f"{tp}@{first[tp]}-{last[tp] - 1}" for tp in sorted(first, key=str))
-
-
-def first_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
-    """Where to rewind each partition if the batch is not delivered."""
-    out: dict[TopicPartition, int] = {}
-    for r in records:
-        out[r.tp] = min(out.get(r.tp, r.offset), r.offset)
-    return out
-
-
-def fatal_producer_error(err: KafkaError) -> FatalKafkaError | None:
-    """The service-stopping error for a fatal transactional-producer error (fenced by another
-    instance with the same transactional.id, or an epoch it cannot recover from); None otherwise."""
-    if not err.fatal():
-        return None
-    return FatalKafkaError(f"transactional producer failed fatally (fenced?): {err}")
-
-
 class GenreService:
     """Consumes overviews, predicts genres in micro-batches and delivers results without loss.
 
@@ -153,6 +65,7 @@ class GenreService:
         metrics: metrics on an injected registry.
         transactional_id: this instance's transactional id (exactly-once mode).
         consumer_factory, producer_factory: client constructors (injectable for tests).
+        admin_factory: makes the admin client of the start-up topic check; None skips the check.
         model_updates: source of verified new champions (hot reload), swapped in between batches.
         after_model_swap: called after each swap, between batches (the entry point re-freezes the
             loaded objects out of garbage collection).
@@ -169,10 +82,13 @@ class GenreService:
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
         model_updates: ModelUpdates | None = None,
         after_model_swap: Callable[[], object] | None = None,
+        admin_factory: Callable[[dict[str, Any]], AdminClient] | None = AdminClient,
     ) -> None:
         self.settings = settings
         self.processor = processor
         self.metrics = metrics
+        self._admin_factory = admin_factory
+        self._admin_config: dict[str, Any] = dict(kafka.client_config())
         # Producer first: its config is the one librdkafka may refuse, and a refused consumer
         # would otherwise be left behind reconnecting.
         self._producer_factory = producer_factory
@@ -193,7 +109,15 @@ class GenreService:
         self._assigned: set[TopicPartition] = set()
         self._joined = False
         self._delivery_errors: list[KafkaError] = []
+        # Records whose output or dead letter the broker refused for its content: on the retry of
+        # their batch they become small dead letters, so one record cannot halt the partition.
+        self._refused: dict[tuple[str, int, int], str] = {}
         self._failures = 0
+        self._last_failure = ""
+        self._model_broken = False
+        # Liveness: the loop's last turn, and whether it runs ("starting", "running", "ended: ...").
+        self._beat = time.monotonic()
+        self._state = "starting"
         self._timeout = settings.delivery_timeout_s + 5.0
         self._hang_deadline_s = self._timeout + 10.0  # beyond every timeout librdkafka was given
         self._close_deadline_s = CLOSE_DEADLINE_S
@@ -208,6 +132,8 @@ class GenreService:
         # Exactly-once: partitions rewound after a failed transaction, with the rewind position,
         # not read again until the group's committed offsets are known (see _resynced).
         self._resync: dict[TopicPartition, int] = {}
+        # Rewinds that failed: nothing is polled until they succeed, so no commit passes them.
+        self._unsought: dict[TopicPartition, int] = {}
         # Next offset to process per partition: the first record seen, then each delivered batch's end.
         self._frontier: dict[TopicPartition, int] = {}
         self._monitored_at = 0.0
@@ -222,12 +148,28 @@ class GenreService:
         self._stop.set()
 
     def ready(self) -> tuple[bool, str]:
-        """Readiness: joined the group (with partitions, or idle because there are more replicas)."""
+        """Readiness: in the group and delivering; not while retrying, broken, stopping or dead."""
+        alive, why = self.alive()
+        if not alive:
+            return False, why
         if self._stop.is_set():
             return False, "stopping"
+        if self._model_broken:
+            return False, f"model broken, retrying ({self._failures} failed attempt(s)): {self._last_failure}"
+        if self._failures:
+            return False, f"retrying after {self._failures} failed attempt(s): {self._last_failure}"
         if not self._joined:
             return False, "waiting for partition assignment"
         return True, f"ready, {len(self._assigned)} partition(s) assigned"
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness: the poll loop runs and made a turn within GENRE_LIVENESS_TIMEOUT_S."""
+        if self._state.startswith("ended"):
+            return False, f"poll loop {self._state}"
+        quiet = time.monotonic() - self._beat
+        if self._state == "running" and quiet > self.settings.liveness_timeout_s:
+            return False, f"poll loop made no progress for {quiet:.0f}s (limit {self.settings.liveness_timeout_s:.0f}s)"
+        return True, f"alive, poll loop {self._state}"
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
@@ -235,16 +177,49 @@ class GenreService:
 
     def run(self) -> None:
         """Runs until `stop()`; raises `ServiceError` on persistent or fatal failure."""
+        self._beat = time.monotonic()
+        self._state = "running"
+        try:
+            self._run()
+        except BaseException as exc:
+            self._state = f"ended: {type(exc).__name__}: {exc}"
+            raise
+        self._state = "ended: stopped"
+
+    def _start(self) -> None:
+        """Checks the topics written, then initialises transactions; closes the clients on failure."""
         s = self.settings
-        if s.exactly_once:
-            try:
-                self._bounded("init_transactions", self._producer.init_transactions, self._timeout)
-            except KafkaException as exc:
-                self._close()
-                raise ServiceError(
-                    f"cannot initialise transactions (is the cluster reachable?): {exc.args[0]}"
-                ) from exc
-            self._txn_ready = True
+        try:
+            self._check_topics()
+            if s.exactly_once:
+                try:
+                    self._bounded("init_transactions", self._producer.init_transactions, self._timeout)
+                except KafkaException as exc:
+                    raise ServiceError(
+                        f"cannot initialise transactions (is the cluster reachable?): {exc.args[0]}"
+                    ) from exc
+                self._txn_ready = True
+        except ServiceError:
+            self._close()
+            raise
+
+    def _check_topics(self) -> None:
+        """Topics to write must exist; records are sized to the smallest limit of producer and topics."""
+        limit = int(self._producer_config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+        if self._admin_factory is not None:
+            s = self.settings
+            written = [s.output_topic, s.dead_letter_topic]
+            if self.processor.models.shadow is not None:
+                written.append(s.shadow_output_topic)
+            admin = self._admin_factory(self._admin_config)
+            topic_limit = check_topics(admin, written, self._timeout)
+            limit = min(limit, topic_limit) if topic_limit else limit
+        self.processor.max_message_bytes = limit
+        logger.info("records are kept within %d bytes (producer and topic limits)", limit)
+
+    def _run(self) -> None:
+        s = self.settings
+        self._start()
         self._consumer.subscribe(
             [s.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -261,8 +236,9 @@ class GenreService:
         )
         try:
             while not self._stop.is_set():
+                self._beat = time.monotonic()
                 self._check_available()
-                if self._resynced():
+                if self._sought() and self._resynced():
                     self._poll_once()
                     if self._batch.is_due():
                         self._handle(self._batch.drain())
@@ -283,6 +259,8 @@ class GenreService:
         try:
             if producer_free:
                 self._producer.flush(self._timeout)
+        except Exception as exc:  # a failed producer raises here; the reason the service stops is elsewhere
+            logger.warning("producer flush on close failed: %s", exc)
         finally:
             # Both closes are bounded: everything delivered is already committed, so a close that
             # hangs only delays the group's rebalance until the broker expires this member
@@ -377,7 +355,18 @@ class GenreService:
         """Processes one batch, settles the previous one, then starts this one's delivery."""
         full = len(records) >= self._batch.max_size
         started = time.perf_counter()
-        result = self.processor.process(records)
+        try:
+            result = self.processor.process(records, self._refused)
+        except ModelBrokenError as exc:
+            # Not the input's fault: nothing of this batch is dead-lettered or committed. The
+            # batch before it (if in flight) is settled first; then this one is rewound and retried.
+            self._model_broken = True
+            self.metrics.model_failures.inc()
+            logger.error("%s", exc)
+            if self._settle(final, rewind_too=records):
+                self._failed(records, exc, final)
+            return
+        self._model_broken = False
         self._size_batches(time.perf_counter() - started, len(records))
         if not self._settle(final, rewind_too=records):
             return
@@ -426,12 +415,12 @@ class GenreService:
         if returned:
             return
         # The call may still be inside the producer: it is abandoned, never flushed or closed.
-        self._replace_producer("commit" if self.settings.exactly_once else "flush")
+        self._replace_producer(("commit" if self.settings.exactly_once else "flush") + " did not return")
         if self.settings.exactly_once:
             raise TransactionError(f"transaction commit hung past {self._hang_deadline_s:.0f}s; producer replaced")
         raise DeliveryError(f"flush hung past {self._hang_deadline_s:.0f}s; producer replaced")
 
-    def _failed(self, records: Sequence[InputRecord], exc: DeliveryError, final: bool) -> None:
+    def _failed(self, records: Sequence[InputRecord], exc: ServiceError, final: bool) -> None:
         """Rewinds the undelivered records' partitions and schedules a retry with exponential backoff."""
         self.metrics.batches.labels(outcome="failed").inc()
         positions = first_offsets(records)
@@ -448,6 +437,7 @@ class GenreService:
     def _retry_later(self, exc: Exception, final: bool, message: str, partitions: str = "") -> None:
         """Counts a failure and schedules the retry; raises `ServiceError` when failures persist."""
         self._failures += 1
+        self._last_failure = str(exc)[:300]
         if final or self._failures > self.settings.max_retries:
             raise ServiceError(f"giving up after {self._failures} failed batch deliveries: {exc}") from exc
         backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
@@ -480,9 +470,12 @@ class GenreService:
             )
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
-            if (fatal := fatal_producer_error(err)) is not None:
-                raise fatal from exc
-            self._retry_later(exc, False, f"committed offsets not read back ({err})")
+            failure: Exception = exc
+            if err.fatal():
+                failure = self._producer_failed(err)
+                if isinstance(failure, FatalKafkaError):
+                    raise failure from exc
+            self._retry_later(failure, False, f"committed offsets not read back ({err})")
             return False
         except DeliveryError as exc:  # init_transactions hung: the producer was replaced again
             self._retry_later(exc, False, f"committed offsets not read back ({exc})")
@@ -513,6 +506,15 @@ class GenreService:
     def _committed(self, flight: InFlight) -> None:
         self._failures = 0
         self._frontier.update({tp: off for tp, off in flight.offsets.items() if tp in self._assigned})
+        if self._refused:
+            for r in flight.records:
+                self._refused.pop(r.position, None)
+        try:
+            self._account(flight)
+        except Exception:  # accounting must never undo or stop delivery: the batch is committed
+            logger.exception("metrics of a committed batch (%s) could not be recorded", describe(flight.records))
+
+    def _account(self, flight: InFlight) -> None:
         records, result = flight.records, flight.result
         self.metrics.batches.labels(outcome="committed").inc()
         self.metrics.batch_size.observe(len(records))
@@ -562,17 +564,22 @@ class GenreService:
         self._batch.resize(size)
         self.metrics.batch_size_limit.set(size)
 
-    def _all_outputs(self, result: BatchResult) -> list[OutputRecord]:
-        dlq = [
-            d.to_output(self.settings.dead_letter_topic, SERVICE_NAME, self.processor.predictor.version)
-            for d in result.dead_letters
-        ]
-        return result.outputs + result.shadow_outputs + dlq
-
     def _produce_all(self, result: BatchResult) -> None:
+        """Produces every record of the batch.
+
+        Raises:
+            DeliveryError: the client refused a record for its content (it is dead-lettered small
+                on the retry) or its state (the batch is retried).
+        """
         started = time.perf_counter()
-        for out in self._all_outputs(result):
-            self._produce(out)
+        for out in result.records:
+            try:
+                self._produce(out)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if not (refuses_record(err) and self._refuse(out, err)):
+                    raise
+                raise DeliveryError(f"record refused by the client: {err}") from exc
         result.timings["produce"] = time.perf_counter() - started
 
     def _produce(self, out: OutputRecord) -> None:
@@ -583,23 +590,38 @@ class GenreService:
                     value=out.value,
                     key=out.key,
                     headers=list(out.headers) or None,
-                    on_delivery=self._on_delivery,
+                    on_delivery=partial(self._on_delivery, out),
                 )
                 return
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(self, out: OutputRecord, err: KafkaError | None, msg: Message) -> None:
         # Latched here, raised by the delivery step, so no commit can pass a failed record.
         if err is not None:
             self._delivery_errors.append(err)
+            if refuses_record(err):
+                self._refuse(out, err)
+
+    def _refuse(self, out: OutputRecord, err: KafkaError) -> bool:
+        """Remembers a record whose output the broker refused; False when that was its dead letter
+        already refused once (then the dead-letter topic itself cannot take records: infrastructure)."""
+        source = out.source
+        if source is None or (source.position in self._refused and out.topic == self.settings.dead_letter_topic):
+            return False
+        self._refused[source.position] = f"{out.topic} refused the record: {err}"
+        logger.warning("%s refused the output of %s: %s", out.topic, source.coordinates, err, extra=source.log_fields)
+        return True
 
     def _start_delivery(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> BackgroundCall:
         """Produces the batch's outputs and starts its commit in the background."""
         self._delivery_errors.clear()
         if not self.settings.exactly_once:
             # Produce here, wait for the acknowledgements in the background, commit offsets on settling.
-            self._produce_all(result)
+            try:
+                self._produce_all(result)
+            except KafkaException as exc:
+                raise DeliveryError(f"produce failed: {exc.args[0]}") from exc
             return BackgroundCall("flush", self._flush)
         # begin → produce outputs and dead letters here; send offsets → commit in the background.
         try:
@@ -611,17 +633,34 @@ class GenreService:
             self._produce_all(result)
         except KafkaException as exc:
             raise self._transaction_failed(exc) from exc
+        except DeliveryError:  # a record refused: nothing of the batch may be committed
+            self._abort()
+            raise
         partitions = [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
         group = self._consumer.consumer_group_metadata()
         return BackgroundCall("commit-transaction", self._commit_transaction, self._producer, partitions, group)
 
     def _transaction_failed(self, exc: KafkaException) -> ServiceError:
-        """The error to raise for a failed transactional call: fatal as is, otherwise aborted first."""
+        """The error to raise for a failed transactional call: fenced is fatal; another fatal error
+        replaces the producer; otherwise the transaction is aborted. Either way the batch is retried."""
         err: KafkaError = exc.args[0]
-        if (fatal := fatal_producer_error(err)) is not None:
-            return fatal
+        if err.fatal():
+            return self._producer_failed(err)
         self._abort()
         return TransactionError(f"transaction aborted: {err}")
+
+    def _producer_failed(self, err: KafkaError) -> ServiceError:
+        """After a fatal producer error: `FatalKafkaError` when fenced; else a new producer.
+
+        Only fencing means another instance owns the transactional id. Other fatal errors (e.g.
+        INVALID_TXN_STATE after the transaction coordinator died mid-commit) leave the id usable:
+        a new producer's init_transactions bumps the epoch and aborts what was open, and the
+        partitions resume from the group's committed offsets (resync), bounded by GENRE_MAX_RETRIES.
+        """
+        if is_fencing(err):
+            return FatalKafkaError(f"transactional producer fenced (another instance owns the id?): {err}")
+        self._replace_producer(f"fatal producer error ({err})")
+        return TransactionError(f"producer failed fatally and was replaced: {err}")
 
     def _commit_transaction(self, producer: Producer, partitions: list[KafkaTopicPartition], group: object) -> None:
         """On the commit thread: offsets into the transaction, then commit; all within one timeout."""
@@ -647,11 +686,11 @@ class GenreService:
                 with the same transactional.id, which fences the stuck one and aborts its transaction.
         """
         if not call_with_deadline(what, self._hang_deadline_s, call, *args):
-            self._replace_producer(what)
+            self._replace_producer(f"{what} did not return")
             raise TransactionError(f"{what} hung past {self._hang_deadline_s:.0f}s; producer replaced")
 
-    def _replace_producer(self, what: str) -> None:
-        logger.error("%s did not return: replacing the producer (the stuck one is abandoned)", what)
+    def _replace_producer(self, why: str) -> None:
+        logger.error("%s: replacing the producer (the old one is abandoned, never touched again)", why)
         self.abandoned_producers.append(self._producer)  # never touched again: its call may still be inside
         self._producer = self._producer_factory(self._producer_config)
         self._txn_ready = False  # init_transactions runs before the next batch (it fences the stuck one)
@@ -665,7 +704,10 @@ class GenreService:
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.fatal():
-                raise FatalKafkaError(f"abort_transaction failed fatally: {err}") from exc
+                failure = self._producer_failed(err)
+                if isinstance(failure, FatalKafkaError):
+                    raise failure from exc
+                return  # replaced: the new producer's init aborts what was open
             logger.warning("abort_transaction failed: %s", err)
 
     def _flush(self) -> None:
@@ -696,20 +738,36 @@ class GenreService:
         if err is not None:
             logger.warning("offset commit failed after delivery (duplicates possible): %s", err)
 
-    def _rewind(self, positions: dict[TopicPartition, int]) -> None:
+    def _rewind(self, positions: dict[TopicPartition, int]) -> bool:
+        """Seeks each assigned partition back; a seek that fails is kept and retried before the
+        next poll (`_sought`), so nothing after the unprocessed records is read or committed."""
         for tp, offset in positions.items():
             if tp not in self._assigned:
                 continue
             try:
                 self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+                self._unsought.pop(tp, None)
             except KafkaException as exc:
+                self._unsought[tp] = min(offset, self._unsought.get(tp, offset))
                 logger.warning(
-                    "rewind of %s to %d failed: %s",
+                    "rewind of %s to %d failed (polling waits for it): %s",
                     tp,
                     offset,
                     exc.args[0],
                     extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
                 )
+        return not self._unsought
+
+    def _sought(self) -> bool:
+        """True when no rewind is outstanding; retries the failed ones (a failure counts as an attempt)."""
+        self._unsought = {tp: off for tp, off in self._unsought.items() if tp in self._assigned}
+        if not self._unsought:
+            return True
+        if self._rewind(dict(self._unsought)):
+            return True
+        where = ", ".join(f"{tp}@{off}" for tp, off in sorted(self._unsought.items(), key=str))
+        self._retry_later(ServiceError(f"rewind of {where} failed"), False, f"rewind of {where} failed")
+        return False
 
     def _on_client_error(self, err: KafkaError) -> None:
         """librdkafka's error callback: marks the cluster unreachable when every broker is down."""

@@ -9,8 +9,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 from pydantic_settings.sources.utils import parse_env_vars
 
 from consumer.models import CanaryBy
@@ -18,6 +24,25 @@ from model.embedder import Backend
 from model.predictor import DEFAULT_ARTIFACT
 
 LibrdkafkaConfig = dict[str, str | int | float | bool]
+
+GUARANTEE_OPTIONS = frozenset(
+    {
+        "enable.idempotence",
+        "transactional.id",
+        "transaction.timeout.ms",
+        "isolation.level",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "acks",
+        "group.id",
+    }
+)
+"""librdkafka options the delivery guarantee rests on: set by the service from its own settings,
+never by KAFKA_EXTRA (a silent override would turn exactly-once into something else)."""
+
+
+class InvalidSettingsError(ValueError):
+    """A setting's value cannot be parsed (complex settings are JSON); the message never repeats it."""
 
 
 class _MappingSource(EnvSettingsSource):
@@ -50,7 +75,15 @@ class _EnvSettings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Self:
-        values = _MappingSource(cls, environ)()
+        """Reads `environ`; raises `InvalidSettingsError` for a value that cannot be parsed (e.g. JSON),
+        `ValidationError` for one that parses but is refused."""
+        try:
+            values = _MappingSource(cls, environ)()
+        except SettingsError as exc:
+            # pydantic-settings names the field only; the value may be a secret and is not repeated.
+            field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+            env = f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+            raise InvalidSettingsError(f"{env} is not a JSON object (expected {{...}})") from None
         return cls(**{**values, **overrides})
 
 
@@ -89,6 +122,18 @@ class KafkaSettings(_EnvSettings):
     extra: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra librdkafka options as JSON, applied last"
     )
+
+    @field_validator("extra")
+    @classmethod
+    def _no_guarantee_options(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        # Names only in the message: values may be secrets.
+        refused = sorted(k for k in value if k in GUARANTEE_OPTIONS or k.endswith("_cb") or k.startswith("on_"))
+        if refused:
+            raise ValueError(
+                f"KAFKA_EXTRA may not set {', '.join(refused)}: the delivery guarantee depends on them "
+                "(use GENRE_PROCESSING_GUARANTEE, GENRE_GROUP_ID, GENRE_TRANSACTIONAL_ID, GENRE_TRANSACTION_TIMEOUT_MS)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> Self:
@@ -161,6 +206,12 @@ class ServiceSettings(_EnvSettings):
     max_unavailable_s: float = Field(
         default=300.0, gt=0, description="exit non-zero when no broker was reachable for this long"
     )
+    liveness_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="/healthz fails when the poll loop made no turn for this long (a stuck or dead loop); "
+        "longer than the slowest bounded step (delivery_timeout_s + 45)",
+    )
     stop_timeout_s: float = Field(
         default=110.0, gt=0, description="after SIGTERM, dump stacks and exit 1 if not stopped by then"
     )
@@ -188,6 +239,9 @@ class ServiceSettings(_EnvSettings):
             raise ValueError(f"input, output and dead-letter topics must differ, got {topics}")
         if self.batch_max_wait_ms >= self.max_poll_interval_ms:
             raise ValueError("GENRE_BATCH_MAX_WAIT_MS must be below GENRE_MAX_POLL_INTERVAL_MS")
+        if self.liveness_timeout_s <= self.delivery_timeout_s + 45:
+            # A commit may legitimately block the loop for the delivery timeout plus the hang margin.
+            raise ValueError("GENRE_LIVENESS_TIMEOUT_S must exceed GENRE_DELIVERY_TIMEOUT_S + 45")
         return self
 
     def consumer_config(self, kafka: KafkaSettings) -> LibrdkafkaConfig:

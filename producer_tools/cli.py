@@ -70,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("create-topics", help="create the input, output and dead-letter topics if missing")
-    p.add_argument("topics", nargs="*", help="default: $GENRE_INPUT_TOPIC, $GENRE_OUTPUT_TOPIC and <input>.dlq")
+    p.add_argument(
+        "topics",
+        nargs="*",
+        help="default: $GENRE_INPUT_TOPIC, $GENRE_OUTPUT_TOPIC, <input>.dlq, and <output>.shadow when "
+        "$GENRE_MODEL_SHADOW_URI is set (the consumer refuses to start while a topic it writes is missing)",
+    )
+    p.add_argument("--shadow", action="store_true", help="also create the shadow model's topic")
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--replication-factor", type=int, default=-1, help="-1: the broker's default")
     return parser
@@ -138,11 +144,10 @@ def _create_topics(kafka: KafkaSettings, args: argparse.Namespace) -> int:
     names = args.topics
     if not names:
         source = os.environ.get("GENRE_INPUT_TOPIC", "overviews")
-        names = [
-            source,
-            os.environ.get("GENRE_OUTPUT_TOPIC", "genres"),
-            os.environ.get("GENRE_DLQ_TOPIC") or f"{source}.dlq",
-        ]
+        output = os.environ.get("GENRE_OUTPUT_TOPIC", "genres")
+        names = [source, output, os.environ.get("GENRE_DLQ_TOPIC") or f"{source}.dlq"]
+        if args.shadow or os.environ.get("GENRE_MODEL_SHADOW_URI"):
+            names.append(os.environ.get("GENRE_SHADOW_TOPIC") or f"{output}.shadow")
     created = create_topics(clients.admin(kafka), names, args.partitions, args.replication_factor)
     print(f"created: {', '.join(created) or 'none'}; present: {', '.join(names)}")
     return EXIT_OK

@@ -112,7 +112,13 @@ def running_service(
 ) -> Iterator[GenreService]:
     """Runs a service in a thread; on exit stops it, joins, and re-raises anything it raised."""
     limits = DecodeLimits(settings.max_value_bytes, settings.max_overview_chars, settings.overlong_policy)
-    processor = BatchProcessor(predictor, settings.output_topic, limits, settings.shadow_output_topic)
+    processor = BatchProcessor(
+        predictor,
+        settings.output_topic,
+        limits,
+        settings.shadow_output_topic,
+        dead_letter_topic=settings.dead_letter_topic,
+    )
     service = GenreService(
         kafka,
         settings,

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumer.__main__ import build_service
 from consumer.messages import GenrePrediction
 from consumer.settings import KafkaSettings, ModelSettings, Settings
+from consumer.wiring import build_service
 from model.errors import ArtifactNotFoundError
 from model.registry import RegistryRef, RegistrySource, materialize
 from producer_tools import clients

@@ -63,6 +63,8 @@ class FakeConsumer:
     """When set, close() blocks until the event is set (a librdkafka close that never returns)."""
     revoked: set[int] = field(default_factory=set)
     committed_reads: int = 0
+    fail_seeks: int = 0
+    """How many seek() calls raise before seeks work again (a partition in an erroneous state)."""
 
     def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
         self.callbacks = callbacks
@@ -92,6 +94,9 @@ class FakeConsumer:
         self.callbacks["on_revoke"](self, [KafkaTopicPartition(self.topic, p) for p in partitions])
 
     def seek(self, tp: KafkaTopicPartition) -> None:
+        if self.fail_seeks:
+            self.fail_seeks -= 1
+            raise KafkaException(KafkaError(KafkaError._STATE, "seek: erroneous state"))
         self.seeks.append((tp.partition, tp.offset))
         self.position[tp.partition] = tp.offset
 
@@ -141,6 +146,10 @@ class FakeProducer:
     gate_timeout_s: float = 5.0
     gate_seen: list[bool] = field(default_factory=list)
     """Per commit: whether the gate was open by then."""
+    refuse: Callable[[str, bytes], KafkaError | None] | None = None
+    """The broker's verdict per record (topic, value): an error is reported to the delivery callback
+    and aborts the transaction's commit, as a broker refusing one record of a batch does."""
+    refused: int = 0
 
     def init_transactions(self, timeout: float) -> None:
         self.calls.append("init")
@@ -152,6 +161,12 @@ class FakeProducer:
         self.pending, self.pending_offsets = [], {}
 
     def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any, on_delivery: Any) -> None:
+        err = self.refuse(topic, value) if self.refuse is not None else None
+        if err is not None:
+            self.refused += 1
+            on_delivery(err, None)
+            self.fail_commits.insert(0, KafkaError(KafkaError._STATE, "a record failed", txn_requires_abort=True))
+            return
         self.pending.append((topic, key, value))
 
     def send_offsets_to_transaction(self, offsets: list[KafkaTopicPartition], metadata: str, timeout: float) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from consumer.__main__ import EXIT_CONFIG, OPENMP_SPIN_COUNT, freeze_loaded_objects
+from consumer.__main__ import EXIT_CONFIG, OPENMP_SPIN_COUNT
 from consumer.__main__ import main as consumer_main
+from consumer.wiring import freeze_loaded_objects
 from model.evaluate import build_parser as eval_parser
 from model.train import build_parser as train_parser
 from producer_tools import inputs

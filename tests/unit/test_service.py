@@ -76,6 +76,7 @@ def make(
         producer_factory=next_producer,  # type: ignore[arg-type]
         model_updates=model_updates,  # type: ignore[arg-type]
         after_model_swap=after_model_swap,
+        admin_factory=None,  # no cluster: the topic check is covered by the integration tests
     )
 
 
