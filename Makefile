@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install kafka kafka-stop demo test test-unit test-integration test-system lint train select eval bench clean
+.PHONY: help install kafka kafka-stop demo test test-unit test-integration test-system lint train select eval bench soak clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -63,6 +63,13 @@ bench: $(STAMP)  ## benchmarks on a private local Kafka: JSON + plot in benchmar
 	bootstrap=$$(scripts/kafka-local start --fresh --state-dir .state/bench-kafka | tail -1 | cut -d= -f2); \
 	  $(BIN)/python -m benchmarks.bench --bootstrap-servers "$$bootstrap" --out benchmarks/results $(BENCH_ARGS); \
 	  rc=$$?; scripts/kafka-local stop --state-dir .state/bench-kafka; exit $$rc
+
+SOAK_ARGS ?=
+soak: $(STAMP)  ## 30 min at half load, a fault every 2 min: audit + RSS in benchmarks/results/soak.json (SOAK_ARGS=--minutes 5)
+	scripts/kafka-local install
+	bootstrap=$$(scripts/kafka-local start --fresh --state-dir .state/soak-kafka | tail -1 | cut -d= -f2); \
+	  $(BIN)/python -m benchmarks.soak --bootstrap-servers "$$bootstrap" --state-dir .state/soak-kafka --out benchmarks/results $(SOAK_ARGS); \
+	  rc=$$?; scripts/kafka-local stop --state-dir .state/soak-kafka; exit $$rc
 
 clean:
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

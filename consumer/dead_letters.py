@@ -15,6 +15,8 @@ MAX_DEAD_LETTER_KEY_BYTES = 4 * 1024
 """A longer key is cut: keys are for partitioning and lookup, and an oversized one is the fault."""
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's default message.max.bytes (the broker's default max.message.bytes is a little larger)."""
+REFUSED_DEAD_LETTER_BYTES = 16 * 1024
+"""Size bound of the dead letter that replaces a record the broker refused: small enough for any topic."""
 RECORD_OVERHEAD_BYTES = 1024
 """Room kept for the record and batch framing beside key, value and headers."""
 

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from consumer.dead_letters import DEFAULT_MESSAGE_MAX_BYTES, DeadLetter, FailureReason, record_bytes, size_limit
+from consumer.dead_letters import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    REFUSED_DEAD_LETTER_BYTES,
+    DeadLetter,
+    FailureReason,
+    record_bytes,
+    size_limit,
+)
 from consumer.decoding import DecodedOverview, DecodeLimits, decode
 from consumer.errors import ModelBrokenError
 from consumer.messages import GenrePrediction, ModelRef, SourceRef
@@ -285,12 +292,15 @@ class BatchProcessor:
 
     def _dead_letter_record(self, d: DeadLetter, model_version: str, now: datetime) -> OutputRecord:
         topic = self.dead_letter_topic or f"{d.record.topic}.dlq"
+        limit = self.max_message_bytes
+        if d.reason is FailureReason.OUTPUT_REJECTED:
+            limit = min(limit, REFUSED_DEAD_LETTER_BYTES)  # the broker's real limit is below what we knew
         try:
-            return d.to_output(topic, self.service, model_version, self.max_message_bytes, now)
+            return d.to_output(topic, self.service, model_version, limit, now)
         except Exception as exc:  # the last resort must not fail: the reason alone, no original bytes
             logger.error("dead letter of %s built without its bytes: %s", d.record.coordinates, exc)
             bare = DeadLetter(replace(d.record, key=None, value=None), d.reason, d.error_class, repr(d.message))
-            return bare.to_output(topic, self.service, model_version, self.max_message_bytes, now)
+            return bare.to_output(topic, self.service, model_version, limit, now)
 
     def _encode(self, p: Predicted, now: datetime, topic: str) -> OutputRecord:
         record, message = p.item.record, p.item.message

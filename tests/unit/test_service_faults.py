@@ -82,6 +82,19 @@ def test_a_record_the_broker_refuses_becomes_a_small_dead_letter_and_the_batch_c
     assert len(dlq) == 1 and json.loads(dlq[0][1])["id"] == "3"
 
 
+def test_a_dead_letter_the_broker_refuses_is_replaced_by_a_small_one() -> None:
+    big = b'{"overview": "' + b"a" * 500_000 + b'"}'
+    consumer = FakeConsumer("in", {0: [*values(2), big]})
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+    # A topic whose limit was lowered to 100 KB after the service read it at start-up.
+    producer = FakeProducer(refuse=lambda topic, value: too_large if len(value) > 100_000 else None)
+    service = make(consumer, producer)
+    no_backoff(service)
+    run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 3)
+    (letter,) = [v for t, _, v in producer.committed_records if t == "in.dlq"]
+    assert big.startswith(letter) and len(letter) < 16 * 1024
+
+
 def test_a_fatal_producer_error_that_is_not_fencing_replaces_the_producer_and_loses_nothing() -> None:
     consumer = FakeConsumer("in", {0: values(8)})
     # After the transaction coordinator died, librdkafka raised this on end-transaction (stop 14's CI).
