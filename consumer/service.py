@@ -212,8 +212,13 @@ class GenreService:
             if self.processor.models.shadow is not None:
                 written.append(s.shadow_output_topic)
             admin = self._admin_factory(self._admin_config)
-            topic_limit = check_topics(admin, written, self._timeout)
-            limit = min(limit, topic_limit) if topic_limit else limit
+            found: list[int | None] = []
+            # On a thread: the main thread waits interruptibly, so a SIGTERM is handled meanwhile.
+            if not call_with_deadline(
+                "check-topics", self._hang_deadline_s, lambda: found.append(check_topics(admin, written, self._timeout))
+            ):
+                raise ServiceError(f"the topic check did not return in {self._hang_deadline_s:.0f}s")
+            limit = min(limit, found[0]) if found[0] else limit
         self.processor.max_message_bytes = limit
         logger.info("records are kept within %d bytes (producer and topic limits)", limit)
 
