@@ -197,3 +197,35 @@ def test_demo_script_prints_predictions(kafka: KafkaSettings, tmp_path: Path) ->
     for sample in samples:
         assert re.search(rf"^{sample['id']} \(.*\) -> \w", demo.stdout, re.M), demo.stdout
     assert f"inputs {len(samples) + 1}  outputs {len(samples)}  dead letters 1  missing 0  duplicated 0" in demo.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_shadow_model_without_its_topic_is_refused_at_start_up_until_create_topics_makes_it(
+    kafka: KafkaSettings, make_topics: Callable[..., Topics], tmp_path: Path
+) -> None:
+    t = make_topics(partitions=1)
+    env = consumer_env(kafka, t, GENRE_MODEL_SHADOW_URI=str(ROOT / "model" / "artifacts" / "default"))
+    log = tmp_path / "consumer.log"
+    proc = start_consumer(env, log)
+    try:
+        code = proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    text = log.read_text(errors="replace")
+    assert code == 2, text[-3000:]
+    assert f"topic(s) {t.output}.shadow do not exist" in text and "Traceback" not in text
+    made = subprocess.run(
+        [str(BIN / "genre-produce"), "create-topics", "--partitions", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert f"{t.output}.shadow" in made.stdout
+    proc = start_consumer(env, log)
+    try:
+        wait_for_log(log, r"assigned .*\[0\]", start=len(text))
+    finally:
+        assert stop(proc) == 0
