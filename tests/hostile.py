@@ -7,6 +7,8 @@ that is strange but valid must not be thrown away). Shared by the integration te
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -122,21 +124,45 @@ def produce_hostile(
 
 
 def _produce_raw_header(kafka: KafkaSettings, topic: str, kind: Hostile, partition: int | None) -> tuple[int, int]:
-    """kafka-python encodes header keys with str.encode: a str whose encode returns raw bytes gets them
-    onto the wire as they are (confluent-kafka refuses such a key before sending)."""
-    from kafka import KafkaProducer
+    """Sends one record whose header key is raw bytes; returns its (partition, offset).
 
-    class RawKey(str):
-        raw = b""
+    kafka-python encodes header keys with str.encode: a str whose encode returns raw bytes gets them
+    onto the wire as they are (confluent-kafka refuses such a key before sending). It runs in a
+    child process, so whatever kafka-python leaves open (sockets) never reaches the test process.
+    """
+    args = json.dumps(
+        {
+            "servers": kafka.bootstrap_servers.split(","),
+            "topic": topic,
+            "value": (kind.value or b"").hex(),
+            "key": (kind.raw_header_key or b"").hex(),
+            "partition": partition,
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", RAW_HEADER_PRODUCER, args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"raw-header producer failed: {done.stderr[-2000:]}")
+    where = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(where[0]), int(where[1])
 
-        def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
-            return self.raw
 
-    key = RawKey("raw")
-    key.raw = kind.raw_header_key or b""
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers.split(","))
-    try:
-        meta = producer.send(topic, value=kind.value, headers=[(key, b"v")], partition=partition).get(60)
-    finally:
-        producer.close()
-    return meta.partition, meta.offset
+RAW_HEADER_PRODUCER = """
+import json, sys
+from kafka import KafkaProducer
+
+class RawKey(str):
+    raw = b""
+
+    def encode(self, *args, **kwargs):
+        return self.raw
+
+a = json.loads(sys.argv[1])
+key = RawKey("raw")
+key.raw = bytes.fromhex(a["key"])
+producer = KafkaProducer(bootstrap_servers=a["servers"])
+meta = producer.send(a["topic"], value=bytes.fromhex(a["value"]), headers=[(key, b"v")], partition=a["partition"]).get(60)
+producer.close()
+print(json.dumps([meta.partition, meta.offset]))
+"""

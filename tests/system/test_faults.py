@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -151,21 +152,36 @@ def test_broker_down_for_30s_is_survived_without_restart(
 
 def transaction_coordinator(bootstrap: str, transactional_id: str, timeout_s: float = 60) -> int:
     """The broker that coordinates `transactional_id` now, asked of the cluster (FindCoordinator +
-    DescribeTransactions), not derived from a naming convention."""
-    from kafka.admin import KafkaAdminClient
+    DescribeTransactions, through kafka-python), not derived from a naming convention. In a child
+    process, so sockets kafka-python leaves open never reach the test process."""
+    done = subprocess.run(
+        [sys.executable, "-c", DESCRIBE_TRANSACTION, bootstrap, transactional_id, str(timeout_s)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.strip().splitlines()[-1])
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
-    deadline = time.monotonic() + timeout_s
+
+DESCRIBE_TRANSACTION = """
+import sys, time
+from kafka.admin import KafkaAdminClient
+
+bootstrap, txn_id, timeout_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+deadline = time.monotonic() + timeout_s
+while True:
     try:
-        while True:
-            try:
-                return int(admin.describe_transactions([transactional_id])[transactional_id].coordinator_id)
-            except Exception:  # not known yet (the producer is initialising): ask again
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-    finally:
-        admin.close()
+        print(admin.describe_transactions([txn_id])[txn_id].coordinator_id)
+        break
+    except Exception:  # not known yet (the producer is initialising): ask again
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+admin.close()
+"""
 
 
 @pytest.mark.timeout(600)
