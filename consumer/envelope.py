@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from confluent_kafka import Message
 
 from consumer.records import InputRecord, normalize_headers
@@ -24,6 +26,10 @@ def to_record(msg: Message) -> InputRecord:
         headers = normalize_headers(msg.headers())
     except Exception as exc:  # whatever the client raised about these headers, it is this record's fault
         headers, header_error = (), f"headers cannot be read: {type(exc).__name__}: {exc}"
+        # confluent-kafka (2.16) keeps the half-built header list, with a missing key, cached in the
+        # message after that error; replace it so nothing can touch it later.
+        with contextlib.suppress(Exception):
+            msg.set_headers([])
     return InputRecord(
         topic=topic,
         partition=partition,
