@@ -32,6 +32,12 @@ a whole row costs more than the padding it saves."""
 ROWS_PER_PASS = 8
 """Rows per forward pass; rows are sorted by fill, so a pass pads only to its own longest row."""
 
+WIDTH_STEP = 16
+"""A pass's width is rounded up to a multiple of this. oneDNN compiles and caches a kernel for every
+input shape it sees (up to 1,024 per process); exact widths gave each pass a new shape, and the
+cache grew the process by ~2 GB in minutes. Rounded widths bound the shapes at ROWS_PER_PASS times
+256 / WIDTH_STEP, for at most WIDTH_STEP - 1 tokens of padding per row."""
+
 
 def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Assigns texts to rows by first-fit decreasing; rows come back sorted by total length.
@@ -167,7 +173,8 @@ def _row_tensors(
     """input_ids, position_ids, the block-diagonal mask and the owning text of every token of some rows."""
     import torch
 
-    width = max(sum(lengths[i] for i in row) for row in rows)
+    longest = max(sum(lengths[i] for i in row) for row in rows)
+    width = -(-longest // WIDTH_STEP) * WIDTH_STEP
     input_ids = torch.zeros(len(rows), width, dtype=torch.long)
     positions = torch.zeros(len(rows), width, dtype=torch.long)
     segment = torch.full((len(rows), width), -1, dtype=torch.long)
