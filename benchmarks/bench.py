@@ -28,8 +28,8 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from consumer.__main__ import bound_openmp_spinning
 from consumer.settings import KafkaSettings
-from model.embedder import Backend, SentenceEmbedder
-from model.predictor import load_predictor
+from model.serving.embedder import Backend, SentenceEmbedder
+from model.serving.predictor import load_predictor
 from producer_tools import clients
 from producer_tools.send import encode, send
 from producer_tools.topics import create_topics
@@ -64,7 +64,7 @@ def bare_model(
     titles = [m["title"] for m in sample]  # the service's messages carry them too
     out: dict[str, Any] = {"packing": packing, "n": len(overviews), "by_batch_size": {}}
     for bs in batch_sizes:
-        predictor = load_predictor(backend=backend, batch_size=bs, packing=packing)
+        predictor = load_predictor(backend=backend, encode_batch_size=bs, packing=packing)
         out["backend"] = predictor.backend  # what `auto` resolved to
         predictor.predict(overviews[:64], titles[:64])  # warm-up
         started = time.perf_counter()
@@ -327,9 +327,9 @@ def naive_peer(kafka: KafkaSettings, messages: Sequence[dict[str, str]]) -> dict
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from model.artifact import load_artifact
-    from model.embedder import available_cpus, packaged_model_path
-    from model.predictor import DEFAULT_ARTIFACT
+    from model.serving.artifact import load_artifact
+    from model.serving.embedder import available_cpus, packaged_model_path
+    from model.serving.predictor import DEFAULT_ARTIFACT
 
     run = Run(kafka, 6)
     run.produce(messages)

@@ -26,12 +26,12 @@ import torch
 from consumer.decoding import DecodeLimits
 from consumer.processing import BatchProcessor
 from consumer.records import InputRecord
-from model.artifact import load_artifact
-from model.embedder import SentenceEmbedder
-from model.inputs import documents
-from model.metrics import binarize, f1_report
-from model.packing import tokenizer
-from model.predictor import DEFAULT_ARTIFACT, Predictor
+from model.serving.artifact import load_artifact
+from model.serving.embedder import SentenceEmbedder
+from model.serving.inputs import documents
+from model.serving.packing import tokenizer
+from model.serving.predictor import DEFAULT_ARTIFACT, Predictor
+from model.training.metrics import binarize, f1_report
 
 
 def predictor(model_dir: str, backend: str, batch_size: int, device: str = "cuda") -> Predictor:

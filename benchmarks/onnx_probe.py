@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 
 from benchmarks.bench import DATA
-from model.inputs import TITLE_AND_OVERVIEW, frame_documents
-from model.predictor import load_predictor
+from model.serving.inputs import TITLE_AND_OVERVIEW, frame_documents
+from model.serving.predictor import load_predictor
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -139,7 +139,7 @@ def _run(settings: Settings, lifecycle: _Lifecycle) -> int:
     from consumer.errors import ConfigurationError, ServiceError
     from consumer.health import HealthServer
     from consumer.wiring import build_service, freeze_loaded_objects
-    from model.errors import ModelError
+    from model.serving.errors import ModelError
 
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable
 
 from consumer.records import InputRecord, TopicPartition
+
+logger = logging.getLogger(__name__)
 
 
 class BatchBuilder:
@@ -70,3 +73,44 @@ class BatchBuilder:
         if not keep:
             self._started = None
         return dropped
+
+
+class BatchSizer:
+    """Bounds the next batches so that one takes about the target time to process.
+
+    The target is GENRE_BATCH_TARGET_MS when set, and never more than a third of
+    max.poll.interval.ms: heartbeats run on librdkafka's own thread, so only the poll interval
+    can expire while the model runs. The bound follows the smoothed cost per record, so it
+    shrinks on a slow or overloaded CPU and grows back (up to GENRE_BATCH_SIZE) when the cost
+    falls. The fixed cost of a batch makes small batches look dearer per record, so the bound
+    settles where a + b·n meets the target.
+
+    Args:
+        limit: the largest batch (GENRE_BATCH_SIZE).
+        max_poll_interval_ms: the consumer's max.poll.interval.ms.
+        target_ms: the wanted processing time of a batch; 0 means the poll-interval budget.
+    """
+
+    def __init__(self, limit: int, max_poll_interval_ms: int, target_ms: int = 0) -> None:
+        self.limit = limit
+        self.budget_s = max_poll_interval_ms / 1000 / 3
+        self.target_s = min(self.budget_s, target_ms / 1000) if target_ms else self.budget_s
+        self._seconds_per_record: float | None = None
+
+    def next_size(self, seconds: float, records: int) -> int | None:
+        """After a batch of `records` took `seconds`: the bound for the next ones (None: no batch)."""
+        if records == 0:
+            return None
+        cost = seconds / records
+        previous = self._seconds_per_record
+        self._seconds_per_record = cost if previous is None else 0.5 * previous + 0.5 * cost
+        size = max(1, min(self.limit, int(self.target_s / self._seconds_per_record)))
+        if seconds > self.budget_s:
+            logger.warning(
+                "batch of %d took %.1fs (budget %.1fs of max.poll.interval.ms): batch size now %d",
+                records,
+                seconds,
+                self.budget_s,
+                size,
+            )
+        return size

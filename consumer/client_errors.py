@@ -1,8 +1,14 @@
-"""What a librdkafka error means for the service: fenced for good, or refusing one record."""
+"""What a librdkafka error means for the service: fatal, fenced for good, or refusing one record."""
 
 from __future__ import annotations
 
+import logging
+
 from confluent_kafka import KafkaError
+
+from consumer.errors import FatalKafkaError
+
+logger = logging.getLogger(__name__)
 
 FENCING_CODES = frozenset(
     {
@@ -35,3 +41,17 @@ def is_fencing(err: KafkaError) -> bool:
 def refuses_record(err: KafkaError) -> bool:
     """True when the broker or client refused one record for its content, not for the cluster's state."""
     return err.code() in RECORD_REFUSED_CODES
+
+
+def report_consumer_error(err: KafkaError) -> None:
+    """An error the consumer returned in place of a message: logged, or raised when fatal.
+
+    Raises:
+        FatalKafkaError: the consumer cannot continue.
+    """
+    if err.fatal():
+        raise FatalKafkaError(f"fatal consumer error: {err}")
+    if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        logger.warning("input topic not available yet: %s", err)
+    else:
+        logger.warning("consumer error: %s", err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,6 +18,7 @@ class BackgroundCall:
     """
 
     def __init__(self, what: str, call: Callable[..., object], *args: Any) -> None:
+        self.what = what
         self.started = time.monotonic()
         self.seconds = 0.0
         """How long the call ran (set when it has returned)."""
@@ -53,3 +55,24 @@ class BackgroundCall:
 def call_with_deadline(what: str, deadline_s: float, call: Callable[..., object], *args: Any) -> bool:
     """Runs a blocking client call on a daemon thread; False when it has not returned by the deadline."""
     return BackgroundCall(what, call, *args).wait(deadline_s)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long the service waits for its Kafka clients.
+
+    Args:
+        timeout_s: what each blocking client call is given (delivery.timeout.ms plus a margin).
+        hang_s: past this a call is taken for hung and its client abandoned: beyond every timeout
+            librdkafka was given, so a call that is merely slow is never abandoned.
+        close_s: a client close that takes longer is abandoned (everything delivered is committed).
+    """
+
+    timeout_s: float
+    hang_s: float
+    close_s: float = 30.0
+
+    @classmethod
+    def for_delivery_timeout(cls, delivery_timeout_s: float) -> Deadlines:
+        timeout_s = delivery_timeout_s + 5.0
+        return cls(timeout_s, timeout_s + 10.0)

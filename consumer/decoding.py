@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 
 from pydantic import ValidationError
 
 from consumer.dead_letters import DeadLetter, FailureReason
 from consumer.messages import OverviewMessage
 from consumer.records import InputRecord
-from consumer.settings import OverlongPolicy
 
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16 * 1024
 MAX_KEY_BYTES = 1024
+
+
+class OverlongPolicy(StrEnum):
+    """What to do with an overview longer than the configured limit."""
+
+    TRUNCATE = "truncate"
+    """Cut it to the limit and predict (the encoder truncates at 256 tokens anyway)."""
+    REJECT = "reject"
+    """Send it to the dead-letter topic with reason overview_too_long."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from consumer.dead_letters import DeadLetter
 from consumer.drift import DriftMonitor
-from consumer.processing import Predicted
-from model.predictor import Prediction
+from consumer.processing import BatchResult, Predicted
+from consumer.records import InputRecord
+from consumer.routing import PredictorLike
+from model.serving.predictor import Prediction
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -126,6 +128,22 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
+
+    def set_model(self, champion: PredictorLike) -> None:
+        """The served champion, as `genre_model_info`."""
+        self.model_info.info({"name": champion.name, "version": champion.version, "backend": champion.backend})
+
+    def record_committed(
+        self, records: Sequence[InputRecord], result: BatchResult, commit_seconds: float, committed_at: float
+    ) -> None:
+        """Counts a committed batch: size, stage timings, predictions, dead letters, end-to-end latency."""
+        self.batches.labels(outcome="committed").inc()
+        self.batch_size.observe(len(records))
+        result.timings["commit"] = commit_seconds
+        self.record_batch(result.predicted, result.dead_letters, result.timings, result.shadow_pairs)
+        for r in records:
+            if r.timestamp_ms is not None:
+                self.end_to_end_seconds.observe(max(0.0, committed_at - r.timestamp_ms / 1000))
 
     def record_batch(
         self,

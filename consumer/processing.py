@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
 
 from consumer.dead_letters import (
     DEFAULT_MESSAGE_MAX_BYTES,
@@ -20,9 +19,9 @@ from consumer.dead_letters import (
 from consumer.decoding import DecodedOverview, DecodeLimits, decode
 from consumer.errors import ModelBrokenError
 from consumer.messages import GenrePrediction, ModelRef, SourceRef
-from consumer.models import ModelSet, Role
 from consumer.records import InputRecord, OutputRecord
-from model.predictor import Prediction
+from consumer.routing import ModelSet, PredictorLike, Role
+from model.serving.predictor import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +32,6 @@ PROBE_OVERVIEW = (
     "After the war, a young soldier walks across the country to find his family, "
     "and meets a stranger who changes the course of his life."
 )
-
-
-class PredictorLike(Protocol):
-    """What the core needs from a model (`model.predictor.Predictor` is one)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
-
-    def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
-        """One prediction per overview; a model trained with titles reads `titles` too."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

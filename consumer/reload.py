@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consumer.metrics import ServiceMetrics
-from model.predictor import Predictor, smoke_check
-from model.registry import ModelSource
+from model.serving.predictor import Predictor, smoke_check
+from model.serving.registry import ModelSource
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,8 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from consumer.models import CanaryBy
-from model.embedder import Backend
-from model.predictor import DEFAULT_ARTIFACT
+from consumer.decoding import OverlongPolicy
+from consumer.routing import CanaryBy
 
 LibrdkafkaConfig = dict[str, str | int | float | bool]
 
@@ -98,13 +97,9 @@ class ProcessingGuarantee(StrEnum):
     re-processes the batch (duplicates possible, never loss). Lower latency."""
 
 
-class OverlongPolicy(StrEnum):
-    """What to do with an overview longer than the configured limit."""
-
-    TRUNCATE = "truncate"
-    """Cut it to the limit and predict (the encoder truncates at 256 tokens anyway)."""
-    REJECT = "reject"
-    """Send it to the dead-letter topic with reason overview_too_long."""
+# The values of `model.serving.embedder.Backend`, named here so that reading settings loads no model
+# code (a test keeps the two equal).
+EmbeddingBackend = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class KafkaSettings(_EnvSettings):
@@ -112,15 +107,21 @@ class KafkaSettings(_EnvSettings):
 
     model_config = SettingsConfigDict(env_prefix="KAFKA_", env_ignore_empty=True, frozen=True, extra="forbid")
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="brokers, comma-separated host:port")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism (with the username and password below)"
+    )
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: Path | None = None
-    client_id: str = Field(default_factory=lambda: f"genre-{socket.gethostname()}")
+    sasl_password: SecretStr | None = Field(default=None, description="a secret: never logged or shown in a repr")
+    ssl_ca_location: Path | None = Field(default=None, description="CA file for TLS")
+    client_id: str = Field(
+        default_factory=lambda: f"genre-{socket.gethostname()}", description="default: genre-<hostname>"
+    )
     extra: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="extra librdkafka options as JSON, applied last"
+        default_factory=dict,
+        description="JSON object of extra librdkafka options, applied last; options the guarantee rests on "
+        "(idempotence, transactional id, isolation level, auto-commit, acks, group id, callbacks) are refused",
     )
 
     @field_validator("extra")
@@ -167,17 +168,26 @@ class ServiceSettings(_EnvSettings):
 
     model_config = SettingsConfigDict(env_prefix="GENRE_", env_ignore_empty=True, frozen=True, extra="forbid")
 
-    input_topic: str = "overviews"
-    output_topic: str = "genres"
+    input_topic: str = Field(default="overviews", description="overviews to classify")
+    output_topic: str = Field(default="genres", description="predictions")
     dlq_topic: str = Field(default="", description="dead-letter topic; empty means '<input_topic>.dlq'")
     shadow_topic: str = Field(default="", description="shadow model outputs; empty means '<output_topic>.shadow'")
-    group_id: str = "genre-classifier"
-    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.EXACTLY_ONCE
+    group_id: str = Field(default="genre-classifier", description="consumer group (replicas share it)")
+    processing_guarantee: ProcessingGuarantee = Field(
+        default=ProcessingGuarantee.EXACTLY_ONCE, description="see docs/guarantees.md"
+    )
     transactional_id: str = Field(
         default="", description="stable per replica so a restart fences its predecessor; empty derives one"
     )
-    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=900_000)
-    batch_size: int = Field(default=256, ge=1, le=10_000)
+    transaction_timeout_ms: int = Field(
+        default=60_000, ge=1_000, le=900_000, description="open transactions of a crashed instance abort after this"
+    )
+    batch_size: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="records per micro-batch (upper bound): a backlog is read in full batches, a light load in small ones",
+    )
     batch_max_wait_ms: int = Field(
         default=0,
         ge=0,
@@ -196,12 +206,18 @@ class ServiceSettings(_EnvSettings):
         default=True,
         description="commit a full batch (a backlog) while the next one is processed; false waits for every commit",
     )
-    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    session_timeout_ms: int = Field(default=45_000, ge=6_000)
-    max_value_bytes: int = Field(default=64 * 1024, ge=16)
-    max_overview_chars: int = Field(default=10_000, ge=1)
-    overlong_policy: OverlongPolicy = OverlongPolicy.TRUNCATE
-    delivery_timeout_s: float = Field(default=60.0, gt=0)
+    max_poll_interval_ms: int = Field(
+        default=300_000, ge=10_000, description="group liveness: longest gap between polls"
+    )
+    session_timeout_ms: int = Field(default=45_000, ge=6_000, description="group liveness: heartbeat session")
+    max_value_bytes: int = Field(
+        default=64 * 1024, ge=16, description="larger values are dead-lettered (oversize_value)"
+    )
+    max_overview_chars: int = Field(default=10_000, ge=1, description="longer overviews follow overlong_policy")
+    overlong_policy: OverlongPolicy = Field(
+        default=OverlongPolicy.TRUNCATE, description="truncate, or reject to the dead-letter topic"
+    )
+    delivery_timeout_s: float = Field(default=60.0, gt=0, description="produce and commit deadline per batch")
     max_retries: int = Field(default=10, ge=0, description="consecutive failed batches before exiting")
     max_unavailable_s: float = Field(
         default=300.0, gt=0, description="exit non-zero when no broker was reachable for this long"
@@ -215,9 +231,11 @@ class ServiceSettings(_EnvSettings):
     stop_timeout_s: float = Field(
         default=110.0, gt=0, description="after SIGTERM, dump stacks and exit 1 if not stopped by then"
     )
-    metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables the HTTP server")
-    metrics_host: str = "0.0.0.0"
-    log_format: Literal["text", "json"] = "text"
+    metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="/metrics, /healthz and /readyz; 0 disables the HTTP server"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="address of /metrics, /healthz and /readyz")
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
@@ -292,7 +310,9 @@ class ModelSettings(_EnvSettings):
     )
 
     uri: str = Field(
-        default=str(DEFAULT_ARTIFACT), description="artifact folder, or models:/<name>@<alias> from the registry"
+        default="",
+        description="artifact folder, or models:/<name>@<alias> from the registry; empty: the artifact shipped "
+        "with the service (model/artifacts/default)",
     )
     tracking_uri: str = Field(
         default="",
@@ -303,9 +323,13 @@ class ModelSettings(_EnvSettings):
         default=Path(tempfile.gettempdir()) / "genre-models", description="where registry versions are downloaded"
     )
     embedding_model: str = Field(default="", description="override the artifact's embedding model id/folder")
-    backend: Backend = Backend.AUTO
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    encode_batch_size: int = Field(default=32, ge=1, le=1024)
+    backend: EmbeddingBackend = Field(
+        default="auto", description="embedding precision; auto: bf16 where the CPU has it natively, else fp32"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
+    encode_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="encoder pass size of padded batches (GPU, or packing off)"
+    )
     torch_threads: int = Field(default=0, ge=0, le=256, description="torch CPU threads; 0 = one per core")
     embedding_cache_size: int = Field(
         default=0, ge=0, le=10_000_000, description="remember embeddings of this many distinct overviews; 0 = off"
@@ -323,8 +347,10 @@ class ModelSettings(_EnvSettings):
     canary_uri: str = Field(
         default="", description="artifact folder or models:/ URI of a canary model (serves canary_share)"
     )
-    canary_share: float = Field(default=0.0, ge=0.0, le=1.0)
-    canary_by: CanaryBy = CanaryBy.KEY
+    canary_share: float = Field(default=0.0, ge=0.0, le=1.0, description="share of traffic the canary serves")
+    canary_by: CanaryBy = Field(
+        default=CanaryBy.KEY, description="key: stable hash of the key (or id); partition: whole partitions"
+    )
 
 
 class Settings(_EnvSettings):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from confluent_kafka import KafkaException
 
 # Public names that confluent_kafka.admin re-exports without __all__, hence the ignore.
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
+from consumer.dead_letters import DEFAULT_MESSAGE_MAX_BYTES
+from consumer.deadlines import Deadlines, call_with_deadline
 from consumer.errors import ConfigurationError, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -44,3 +47,26 @@ def check_topics(admin: AdminClient, topics: Sequence[str], timeout_s: float) ->
         except (KafkaException, KeyError, ValueError, TypeError) as exc:
             logger.warning("max.message.bytes of %s unknown (%s): the producer's limit applies", resource.name, exc)
     return min(limits) if limits else None
+
+
+def record_size_limit(
+    admin: AdminClient | None, topics: Sequence[str], producer_config: dict[str, Any], deadlines: Deadlines
+) -> int:
+    """The size every record written must stay within: the smaller of the producer's
+    message.max.bytes and the written topics' max.message.bytes, after checking the topics exist.
+
+    No admin client: the producer's limit alone (unit tests without a cluster). The check runs on a thread: the main thread waits interruptibly, so a SIGTERM is handled meanwhile.
+
+    Raises:
+        ConfigurationError: a topic is missing.
+        ServiceError: the cluster did not answer in time.
+    """
+    limit = int(producer_config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+    if admin is None:
+        return limit
+    found: list[int | None] = []
+    if not call_with_deadline(
+        "check-topics", deadlines.hang_s, lambda: found.append(check_topics(admin, topics, deadlines.timeout_s))
+    ):
+        raise ServiceError(f"the topic check did not return in {deadlines.hang_s:.0f}s")
+    return min(limit, found[0]) if found[0] else limit

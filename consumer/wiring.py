@@ -12,26 +12,27 @@ from prometheus_client import CollectorRegistry
 from consumer.decoding import DecodeLimits
 from consumer.drift import DriftMonitor
 from consumer.metrics import ServiceMetrics
-from consumer.models import ModelSet
 from consumer.processing import BatchProcessor
 from consumer.reload import ModelWatcher
+from consumer.routing import ModelSet
 from consumer.service import GenreService
 from consumer.settings import Settings
-from model.predictor import Predictor, load_predictor
-from model.registry import materialize, open_source
+from model.serving.embedder import Backend
+from model.serving.predictor import DEFAULT_ARTIFACT, Predictor, load_predictor
+from model.serving.registry import materialize, open_source
 
 
 def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[GenreService, ModelWatcher | None]:
     """Loads the models and wires the service and its model watcher (shared by the CLI, tests, benchmarks)."""
     m = settings.model
-    source = open_source(m.uri, m.tracking_uri or None, m.cache_dir)
+    source = open_source(m.uri or DEFAULT_ARTIFACT, m.tracking_uri or None, m.cache_dir)
     served, location = materialize(source)
     champion = load_predictor(
         location,
         embedding_model=m.embedding_model or None,
-        backend=m.backend,
+        backend=Backend(m.backend),
         device=m.device,
-        batch_size=m.encode_batch_size,
+        encode_batch_size=m.encode_batch_size,
         threads=m.torch_threads,
         embedding_cache_size=m.embedding_cache_size,
         packing=m.packing,

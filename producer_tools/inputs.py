@@ -7,19 +7,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import pandas as pd
-
 from producer_tools.errors import InputFileError
 
-Message = dict[str, str]
+Overview = dict[str, str]
+"""One input message to send, before JSON encoding (not a Kafka message)."""
 
 
-def from_texts(texts: Iterable[str]) -> Iterator[Message]:
+def from_texts(texts: Iterable[str]) -> Iterator[Overview]:
     for text in texts:
         yield {"overview": text}
 
 
-def from_lines(stream: BinaryIO) -> Iterator[Message]:
+def from_lines(stream: BinaryIO) -> Iterator[Overview]:
     """One overview per line: a JSON object (sent as is) or plain text, UTF-8."""
     for number, raw in enumerate(stream, start=1):
         try:
@@ -48,7 +47,7 @@ def raw_lines(stream: BinaryIO) -> Iterator[bytes]:
             yield line
 
 
-def from_jsonl(path: Path) -> Iterator[Message]:
+def from_jsonl(path: Path) -> Iterator[Overview]:
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -62,8 +61,10 @@ def from_jsonl(path: Path) -> Iterator[Message]:
             yield obj
 
 
-def from_csv(path: Path) -> Iterator[Message]:
+def from_csv(path: Path) -> Iterator[Overview]:
     """CSV with an `overview` column; `id` and `title` are sent when present."""
+    import pandas as pd  # only the CSV path needs it: the CLI starts without pandas
+
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -75,7 +76,7 @@ def from_csv(path: Path) -> Iterator[Message]:
         yield {c: v for c, v in zip(columns, row, strict=True) if c == "overview" or v}
 
 
-def from_file(path: Path) -> Iterator[Message]:
+def from_file(path: Path) -> Iterator[Overview]:
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     suffix = path.suffix.lower()

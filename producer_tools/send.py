@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Message, Producer
 from tqdm import tqdm
 
-from producer_tools.inputs import Message as Overview
+from producer_tools.inputs import Overview
 
 Record = tuple[bytes | None, bytes]
 

@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry
 
 from consumer.decoding import DecodeLimits
 from consumer.metrics import ServiceMetrics
-from consumer.models import ModelSet
 from consumer.processing import BatchProcessor
+from consumer.routing import ModelSet
 from consumer.service import GenreService, ModelUpdates
 from consumer.settings import KafkaSettings, ServiceSettings
-from model.predictor import Predictor, load_predictor
+from model.serving.predictor import Predictor, load_predictor
 from producer_tools import clients
 from producer_tools.audit import AuditReport, audit
 from producer_tools.topics import create_topics

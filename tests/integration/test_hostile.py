@@ -15,7 +15,7 @@ from consumer.errors import ServiceError
 from consumer.messages import DeadLetterHeaders
 from consumer.metrics import ServiceMetrics
 from consumer.settings import KafkaSettings
-from model.predictor import Predictor
+from model.serving.predictor import Predictor
 from producer_tools import clients
 from producer_tools.audit import read_topic
 from tests.hostile import PREDICTED, catalogue, produce_hostile
@@ -96,7 +96,7 @@ def test_hostile_records_mixed_into_valid_ones_never_stop_the_group(
 class AlwaysRaises:
     """A model whose device is gone: it raises on every text, known-good ones included."""
 
-    name, version = "broken", "0"
+    name, version, backend = "broken", "0", "fake"
 
     def predict(self, texts: object, titles: object = None) -> list[object]:
         raise RuntimeError("CUDA error: device-side assert triggered")

@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry
 
 from consumer.messages import GenrePrediction
 from consumer.metrics import ServiceMetrics
-from consumer.models import ModelSet
 from consumer.reload import MAX_ATTEMPTS, ModelWatcher
+from consumer.routing import ModelSet
 from consumer.settings import KafkaSettings
-from model.artifact import WEIGHTS_FILE, load_artifact, save_artifact
-from model.predictor import DEFAULT_ARTIFACT, Predictor, load_predictor
-from model.registry import FolderSource
+from model.serving.artifact import WEIGHTS_FILE, load_artifact, save_artifact
+from model.serving.predictor import DEFAULT_ARTIFACT, Predictor, load_predictor
+from model.serving.registry import FolderSource
 from producer_tools import clients
 from producer_tools.topics import create_topics
 from tests.integration.conftest import Topics, overview_records, produce, running_service, service_settings, wait_for

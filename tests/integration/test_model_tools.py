@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.artifact import load_artifact
-from model.embedder import SentenceEmbedder
-from model.errors import ArtifactMismatchError
-from model.inputs import frame_documents, frame_titles
-from model.predictor import load_predictor
+from model.serving.artifact import load_artifact
+from model.serving.embedder import SentenceEmbedder
+from model.serving.errors import ArtifactMismatchError
+from model.serving.inputs import frame_documents, frame_titles
+from model.serving.predictor import load_predictor
 from tests.processes import BIN
 
 
@@ -72,7 +72,7 @@ def test_train_then_eval_then_serve_a_tiny_model(overviews_csv: Path, tmp_path: 
 
 
 def test_eval_refuses_a_tampered_model(overviews_csv: Path, tmp_path: Path) -> None:
-    from model.predictor import DEFAULT_ARTIFACT
+    from model.serving.predictor import DEFAULT_ARTIFACT
 
     copy = tmp_path / "m"
     copy.mkdir()
@@ -107,10 +107,10 @@ def test_fine_tuned_layers_that_do_not_fit_the_encoder_are_refused(tensors: dict
 def test_the_committed_model_scores_what_it_claims_on_the_held_out_split(overviews_csv: Path) -> None:
     """Rebuilds genre-train's held-out split (same loader, cleaning and seed) and scores the committed
     artifact through the serving path: the recorded figure is reproducible, not just written down."""
-    from model.metrics import binarize, f1_report
-    from model.predictor import DEFAULT_ARTIFACT
-    from model.splits import prepare
-    from model.train import build_parser
+    from model.serving.predictor import DEFAULT_ARTIFACT
+    from model.training.metrics import binarize, f1_report
+    from model.training.splits import prepare
+    from model.training.train import build_parser
 
     artifact = load_artifact(DEFAULT_ARTIFACT)
     args = build_parser().parse_args(["--data", str(overviews_csv), "--out", "unused"])
@@ -143,10 +143,10 @@ def test_every_faster_configuration_keeps_parity_with_fp32_on_the_held_out_split
     """The backend rule: a faster configuration (bf16, packed rows, both) is offered only with
     embeddings at cosine >= 0.99 to sentence-transformers' fp32 padded batches and held-out micro-F1
     within 0.005 of it, for the served model (tuned layers included)."""
-    from model.metrics import binarize, f1_report
-    from model.predictor import DEFAULT_ARTIFACT
-    from model.splits import prepare
-    from model.train import build_parser
+    from model.serving.predictor import DEFAULT_ARTIFACT
+    from model.training.metrics import binarize, f1_report
+    from model.training.splits import prepare
+    from model.training.train import build_parser
 
     data = prepare(build_parser().parse_args(["--data", str(overviews_csv), "--out", "unused"]))
     overviews, titles = data.holdout["overview"].tolist(), frame_titles(data.holdout)

@@ -17,7 +17,7 @@ from consumer.drift import THRESHOLD_MODERATE, THRESHOLD_SIGNIFICANT, DriftMonit
 from consumer.health import HealthServer
 from consumer.metrics import ServiceMetrics
 from consumer.settings import KafkaSettings
-from model.predictor import Predictor
+from model.serving.predictor import Predictor
 from tests.integration.conftest import Topics, overview_records, produce, running_service, service_settings, wait_for
 
 

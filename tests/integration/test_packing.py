@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.embedder import SentenceEmbedder, packaged_model_path
+from model.serving.embedder import SentenceEmbedder, packaged_model_path
 
 
 @pytest.mark.parametrize("pass_workers", [1, 2])

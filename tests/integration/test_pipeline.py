@@ -11,7 +11,7 @@ from confluent_kafka import Consumer
 
 from consumer.messages import GenrePrediction
 from consumer.settings import KafkaSettings, ProcessingGuarantee
-from model.predictor import Predictor
+from model.serving.predictor import Predictor
 from tests.integration.conftest import (
     Topics,
     committed_offsets,

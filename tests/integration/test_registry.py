@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from consumer.messages import GenrePrediction
 from consumer.settings import KafkaSettings, ModelSettings, Settings
 from consumer.wiring import build_service
-from model.errors import ArtifactNotFoundError
-from model.registry import RegistryRef, RegistrySource, materialize
+from model.serving.errors import ArtifactNotFoundError
+from model.serving.registry import RegistryRef, RegistrySource, materialize
 from producer_tools import clients
 from tests.integration.conftest import (
     Topics,

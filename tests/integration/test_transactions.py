@@ -12,12 +12,13 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
+from consumer.deadlines import Deadlines
 from consumer.decoding import DecodeLimits
 from consumer.metrics import ServiceMetrics
 from consumer.processing import BatchProcessor
 from consumer.service import GenreService
 from consumer.settings import KafkaSettings
-from model.predictor import Predictor
+from model.serving.predictor import Predictor
 from tests.integration.conftest import Topics, overview_records, produce, service_settings, serving, wait_for
 
 
@@ -64,8 +65,9 @@ def test_a_commit_that_hangs_after_committing_is_not_delivered_again(
         ServiceMetrics(CollectorRegistry()),
         f"{t.group}-svc",
         producer_factory=next_producer,
+        # The replacement comes after 3 s instead of past every timeout.
+        deadlines=Deadlines(settings.delivery_timeout_s + 5.0, hang_s=3.0),
     )
-    service._hang_deadline_s = 3.0  # the replacement comes after 3 s instead of past every timeout
     produce(kafka, t.input, overview_records(real_overviews.iloc[:300]))
     try:
         with serving(service):

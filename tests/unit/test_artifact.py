@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.artifact import METADATA_FILE, WEIGHTS_FILE, ModelArtifact, load_artifact, save_artifact
-from model.classifier import DenseHead
-from model.embedder import EmbeddingModelRef
-from model.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
+from model.serving.artifact import METADATA_FILE, WEIGHTS_FILE, ModelArtifact, load_artifact, save_artifact
+from model.serving.classifier import DenseHead
+from model.serving.embedder import EmbeddingModelRef
+from model.serving.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
 
 
 def make_artifact(layers: int = 1, dim: int = 8) -> ModelArtifact:
@@ -87,7 +87,7 @@ def test_inconsistent_dimension_is_a_mismatch(tmp_path: Path) -> None:
 
 
 def test_committed_default_artifact_loads_and_verifies() -> None:
-    from model.predictor import DEFAULT_ARTIFACT
+    from model.serving.predictor import DEFAULT_ARTIFACT
 
     art = load_artifact(DEFAULT_ARTIFACT)
     assert art.embedding.dimension == 384 and len(art.head.labels) >= 15

@@ -8,7 +8,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from model.classifier import DenseHead, tune_thresholds
+from model.serving.classifier import DenseHead, tune_thresholds
 
 
 def test_logistic_head_matches_sklearn_probabilities() -> None:

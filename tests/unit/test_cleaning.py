@@ -6,7 +6,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from model.cleaning import (
+from model.training.cleaning import (
     CleaningConfig,
     add_arguments,
     alnum_share,
@@ -15,7 +15,7 @@ from model.cleaning import (
     is_placeholder,
     normalize,
 )
-from model.train import build_parser as train_parser
+from model.training.train import build_parser as train_parser
 
 TEXT = "A retired detective returns for one last case in the city."  # 58 chars, passes every rule
 # Label rules off, so each test sees only the rule it is about.

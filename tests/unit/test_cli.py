@@ -11,8 +11,8 @@ import pytest
 from consumer.__main__ import EXIT_CONFIG, OPENMP_SPIN_COUNT
 from consumer.__main__ import main as consumer_main
 from consumer.wiring import freeze_loaded_objects
-from model.evaluate import build_parser as eval_parser
-from model.train import build_parser as train_parser
+from model.training.evaluate import build_parser as eval_parser
+from model.training.train import build_parser as train_parser
 from producer_tools import inputs
 from producer_tools.cli import build_parser, main
 from producer_tools.errors import InputFileError

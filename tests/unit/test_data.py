@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from model.data import (
+from model.serving.errors import DataError
+from model.training.data import (
     DataFormat,
     LoadReport,
     detect_format,
@@ -17,7 +18,6 @@ from model.data import (
     load_overviews_csv,
     parse_genre_list,
 )
-from model.errors import DataError
 from tests.conftest import SHARED_DATA
 
 KAGGLE_HEADER = [

@@ -5,10 +5,9 @@ import json
 import pytest
 
 from consumer.dead_letters import DeadLetter, FailureReason
-from consumer.decoding import DecodedOverview, DecodeLimits, decode
+from consumer.decoding import DecodedOverview, DecodeLimits, OverlongPolicy, decode
 from consumer.messages import DeadLetterHeaders as H
 from consumer.records import InputRecord
-from consumer.settings import OverlongPolicy
 
 LIMITS = DecodeLimits(max_value_bytes=100_000, max_overview_chars=100, overlong_policy=OverlongPolicy.TRUNCATE)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from model.eda import main
+from model.training.eda import main
 from tests.conftest import SHARED_DATA
 
 TEXT = "A retired detective returns to the city for one last case."

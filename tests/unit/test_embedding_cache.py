@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from model.embedder import EmbeddingModelRef, SentenceEmbedder
+from model.serving.embedder import EmbeddingModelRef, SentenceEmbedder
 
 
 class CountingEmbedder(SentenceEmbedder):

@@ -5,7 +5,7 @@ import argparse
 import pandas as pd
 import pytest
 
-from model.inputs import (
+from model.serving.inputs import (
     OVERVIEW_ONLY,
     TITLE_AND_OVERVIEW,
     add_text_fields_argument,

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.artifact import METADATA_FILE, load_artifact, save_artifact
-from model.classifier import best_blend, micro_f1, tune_thresholds, tune_thresholds_micro
-from model.errors import ArtifactIntegrityError
-from model.lexical import LexicalHead
+from model.serving.artifact import METADATA_FILE, load_artifact, save_artifact
+from model.serving.classifier import best_blend, micro_f1, tune_thresholds, tune_thresholds_micro
+from model.serving.errors import ArtifactIntegrityError
+from model.serving.lexical import LexicalHead
 from tests.unit.test_artifact import make_artifact
 
 TEXTS = [

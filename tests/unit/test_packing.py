@@ -5,7 +5,7 @@ from typing import Any, cast
 
 import pytest
 
-from model.packing import pack_rows, unsupported_reason
+from model.serving.packing import pack_rows, unsupported_reason
 
 
 def fills(rows: list[list[int]], lengths: list[int]) -> list[int]:

@@ -24,7 +24,7 @@ from consumer.errors import ModelBrokenError
 from consumer.messages import DeadLetterHeaders, GenrePrediction
 from consumer.processing import BatchProcessor, BatchResult
 from consumer.records import InputRecord
-from model.predictor import Prediction
+from model.serving.predictor import Prediction
 
 CORPUS = Path(__file__).with_name("poison_corpus.json")
 EXAMPLES = 400  # per property; the suite runs ~2,000 generated batches in about a minute
@@ -34,7 +34,7 @@ POISON = "☠"  # texts with this character make the test models misbehave
 class Model:
     """A model that raises, returns NaN or out-of-range scores for texts carrying the poison mark."""
 
-    name, version = "fake", "1"
+    name, version, backend = "fake", "1", "fake"
 
     def __init__(self, failure: str = "raise") -> None:
         self.failure = failure
@@ -186,7 +186,7 @@ def test_dead_letters_always_fit(
 @given(batch=records())
 def test_a_model_that_always_raises_is_broken_never_poison(batch: list[InputRecord]) -> None:
     class Broken:
-        name, version = "broken", "1"
+        name, version, backend = "broken", "1", "fake"
 
         def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
             raise RuntimeError("CUDA error: device lost")

@@ -8,7 +8,7 @@ from consumer.decoding import DecodeLimits
 from consumer.messages import GenrePrediction
 from consumer.processing import BatchProcessor
 from consumer.records import InputRecord
-from model.predictor import Prediction
+from model.serving.predictor import Prediction
 
 
 class FakePredictor:
@@ -16,6 +16,7 @@ class FakePredictor:
 
     name = "fake"
     version = "1.0"
+    backend = "fake"
 
     def __init__(self) -> None:
         self.calls: list[int] = []

@@ -5,8 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from model.errors import RegistryError
-from model.registry import FolderSource, RegistryRef, RegistrySource, is_registry_uri, local_tracking_uri, open_source
+from model.serving.errors import RegistryError
+from model.serving.registry import (
+    FolderSource,
+    RegistryRef,
+    RegistrySource,
+    is_registry_uri,
+    local_tracking_uri,
+    open_source,
+)
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
+from consumer.batching import BatchSizer
+from consumer.deadlines import Deadlines
 from consumer.decoding import DecodeLimits
 from consumer.errors import FatalKafkaError, ServiceError
 from consumer.metrics import ServiceMetrics
@@ -18,12 +21,12 @@ from consumer.processing import BatchProcessor
 from consumer.records import TopicPartition
 from consumer.service import GenreService
 from consumer.settings import KafkaSettings, ProcessingGuarantee, ServiceSettings
-from model.predictor import Prediction
+from model.serving.predictor import Prediction
 from tests.unit.fake_kafka import FakeConsumer, FakeProducer
 
 
 class Model:
-    name, version = "fake", "1"
+    name, version, backend = "fake", "1", "fake"
 
     def __init__(
         self, delay_s: float = 0.0, on_predict: Callable[[int], None] | None = None, per_text_s: float = 0.0
@@ -53,6 +56,8 @@ def make(
     model: Model | None = None,
     model_updates: object = None,
     after_model_swap: Callable[[], object] | None = None,
+    hang_s: float | None = None,
+    close_s: float | None = None,
     **settings: object,
 ) -> GenreService:
     """A service on in-memory clients; given several producers, each new one the service makes is the next."""
@@ -66,6 +71,9 @@ def make(
     def next_producer(_: object) -> FakeProducer:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
+    deadlines = Deadlines.for_delivery_timeout(s.delivery_timeout_s)
+    deadlines = replace(deadlines, hang_s=hang_s or deadlines.hang_s, close_s=close_s or deadlines.close_s)
+
     return GenreService(
         KafkaSettings(),
         s,
@@ -77,6 +85,7 @@ def make(
         model_updates=model_updates,  # type: ignore[arg-type]
         after_model_swap=after_model_swap,
         admin_factory=None,  # no cluster: the topic check is covered by the integration tests
+        deadlines=deadlines,
     )
 
 
@@ -218,7 +227,7 @@ def test_slow_batches_shrink_to_stay_inside_the_poll_interval() -> None:
     consumer = FakeConsumer("in", {0: values(12)})
     producer = FakeProducer()
     service = make(consumer, producer, Model(delay_s=0.01), max_poll_interval_ms=10_000)
-    service.settings = service.settings.model_copy(update={"max_poll_interval_ms": 15})  # budget 5 ms
+    service._sizer = BatchSizer(service.settings.batch_size, max_poll_interval_ms=15)  # budget 5 ms
     run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 12)
     assert service._batch.max_size == 1
     assert producer.committed_offsets == {0: 12}
@@ -250,8 +259,7 @@ def test_a_hung_transactional_call_replaces_the_producer_and_loses_nothing(n: in
     consumer = FakeConsumer("in", {0: values(n)})
     release = threading.Event()
     stuck, fresh = FakeProducer(hang_send_offsets=release), FakeProducer()
-    service = make(consumer, [stuck, fresh])
-    service._hang_deadline_s = 0.5
+    service = make(consumer, [stuck, fresh], hang_s=0.5)
     try:
         run_until(service, consumer, lambda: fresh.committed_offsets.get(0) == n)
     finally:
@@ -275,8 +283,7 @@ def test_a_hung_commit_that_the_broker_completes_is_not_delivered_again() -> Non
         assert stuck.commit_returned.wait(5)
 
     fresh = FakeProducer(on_init=fence)
-    service = make(consumer, [stuck, fresh], batch_size=4)
-    service._hang_deadline_s = 0.5
+    service = make(consumer, [stuck, fresh], batch_size=4, hang_s=0.5)
     try:
         run_until(service, consumer, lambda: consumer.group.get(0) == 8)
     finally:
@@ -319,8 +326,7 @@ def test_a_consumer_close_that_never_returns_is_abandoned_after_everything_is_co
     release = threading.Event()
     consumer = FakeConsumer("in", {0: values(6)}, hang_close=release)
     producer = FakeProducer()
-    service = make(consumer, producer, Model())
-    service._close_deadline_s = 0.2
+    service = make(consumer, producer, Model(), close_s=0.2)
     try:
         run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 6)
     finally:
@@ -368,8 +374,7 @@ def test_a_hung_flush_abandons_the_producer_and_redelivers_at_least_once() -> No
     consumer = FakeConsumer("in", {0: values(4)})
     release = threading.Event()
     stuck, fresh = FakeProducer(hang_flush=release), FakeProducer()
-    service = make(consumer, [stuck, fresh], processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE)
-    service._hang_deadline_s = 0.5
+    service = make(consumer, [stuck, fresh], processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE, hang_s=0.5)
     try:
         run_until(service, consumer, lambda: consumer.group.get(0) == 4)
     finally:

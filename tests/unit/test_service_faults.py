@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from consumer.errors import FatalKafkaError, ServiceError
-from model.predictor import Prediction
+from model.serving.predictor import Prediction
 from tests.unit.fake_kafka import FakeConsumer, FakeProducer
 from tests.unit.test_service import make, run_until, values
 
@@ -17,7 +17,7 @@ from tests.unit.test_service import make, run_until, values
 class Broken:
     """A model whose device is gone: every call raises, known-good text included."""
 
-    name, version = "broken", "1"
+    name, version, backend = "broken", "1", "fake"
 
     def __init__(self) -> None:
         self.calls = 0
@@ -49,7 +49,7 @@ def test_a_model_that_always_raises_commits_nothing_dead_letters_nothing_and_exi
 
 def test_one_poison_record_is_dead_lettered_and_the_rest_served() -> None:
     class Poisoned:
-        name, version = "fake", "1"
+        name, version, backend = "fake", "1", "fake"
 
         def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
             if any(t == "overview 2" for t in texts):
@@ -125,7 +125,7 @@ def test_a_failed_rewind_holds_polling_until_it_succeeds_so_no_commit_passes_unp
     service = make(consumer, producer)
     no_backoff(service)
     polled_while_unsought: list[bool] = []
-    consumer.on_consume = lambda c: polled_while_unsought.append(bool(service._unsought))
+    consumer.on_consume = lambda c: polled_while_unsought.append(bool(service._assignment._unsought))
     run_until(service, consumer, lambda: producer.committed_offsets.get(0) == 8)
     offsets = sorted(json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out")
     assert offsets == list(range(8)), "each record once, none skipped by the failed seek"

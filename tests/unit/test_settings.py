@@ -1,18 +1,18 @@
 from __future__ import annotations
 
-import json
-import re
+import typing
 from enum import Enum
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
+from consumer import settings_reference
+from consumer.decoding import OverlongPolicy
 from consumer.settings import (
+    EmbeddingBackend,
     KafkaSettings,
     ModelSettings,
-    OverlongPolicy,
     ProcessingGuarantee,
     ServiceSettings,
     Settings,
@@ -49,7 +49,7 @@ def test_values_come_from_the_given_mapping_only(monkeypatch: pytest.MonkeyPatch
     assert s.service.batch_max_wait_ms == 250
     assert s.service.processing_guarantee is ProcessingGuarantee.AT_LEAST_ONCE
     assert s.service.overlong_policy is OverlongPolicy.REJECT
-    assert s.model.backend.value == "fp32" and s.model.torch_threads == 1
+    assert s.model.backend == "fp32" and s.model.torch_threads == 1
     assert s.kafka.extra == {"socket.keepalive.enable": True, "fetch.max.bytes": 1048576}
 
 
@@ -111,42 +111,27 @@ def test_settings_are_frozen() -> None:
         s.batch_size = 5  # type: ignore[misc]
 
 
-def _documented_defaults() -> dict[str, str]:
-    """`NAME -> default` from the README's settings table, for rows whose default is a plain literal."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    out: dict[str, str] = {}
-    for line in readme.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 3 or not re.fullmatch(r"`(GENRE|KAFKA)_[A-Z_]+`( / `[A-Z_]+`)*", cells[0]):
-            continue
-        names = re.findall(r"`([A-Z_]+)`", cells[0])
-        defaults = cells[1].split(" / ")
-        for name, default in zip(names, defaults, strict=False):
-            literal = re.fullmatch(r"`([^`<$]*)`", default)
-            if literal:
-                out[name] = literal.group(1)
-    return out
+def test_the_configuration_reference_is_generated_from_the_current_settings() -> None:
+    assert settings_reference.REFERENCE.read_text(encoding="utf-8") == settings_reference.render(), (
+        "docs/configuration.md is out of date: python -m consumer.settings_reference --write"
+    )
 
 
-def _default_of(name: str) -> str:
-    prefixes: list[tuple[str, type[BaseSettings]]] = [
-        ("GENRE_MODEL_", ModelSettings),
-        ("GENRE_", ServiceSettings),
-        ("KAFKA_", KafkaSettings),
-    ]
-    cls, field = next((c, name.removeprefix(p).lower()) for p, c in prefixes if name.startswith(p))
-    value = cls.model_fields[field].get_default(call_default_factory=True)
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return str(value.value if isinstance(value, Enum) else value)
+def test_the_configuration_reference_names_every_variable_with_its_default() -> None:
+    text = settings_reference.REFERENCE.read_text(encoding="utf-8")
+    for cls in (KafkaSettings, ServiceSettings, ModelSettings):
+        prefix = cls.model_config.get("env_prefix", "")
+        for name, info in cls.model_fields.items():
+            env = f"{prefix}{name}".upper()
+            row = next((line for line in text.splitlines() if line.startswith(f"| `{env}`")), None)
+            assert row is not None, f"{env} is missing from docs/configuration.md"
+            default = info.get_default(call_default_factory=False)
+            if isinstance(default, bool | int | float | Enum) and not isinstance(default, Path):
+                shown = str(default.value if isinstance(default, Enum) else default)
+                assert f"`{shown.lower() if isinstance(default, bool) else shown}`" in row, (env, row)
 
 
-def test_the_readme_states_each_default_the_settings_have() -> None:
-    documented = _documented_defaults()
-    assert len(documented) >= 25, "the README's settings table was not found"
-    wrong = {name: (text, _default_of(name)) for name, text in documented.items() if text != _default_of(name)}
-    assert wrong == {}, "README default -> actual default"
+def test_the_backend_choices_of_the_settings_are_the_embedders_backends() -> None:
+    from model.serving.embedder import Backend
+
+    assert set(typing.get_args(EmbeddingBackend)) == {b.value for b in Backend}

@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import KFold
 
-from model.candidates import (
+from model.serving.classifier import best_blend, decide, tune_thresholds_micro
+from model.serving.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
+from model.serving.errors import ModelError
+from model.serving.inputs import add_text_fields_argument, frame_documents
+from model.serving.registry import local_tracking_uri, log_training_run
+from model.training.candidates import (
     FITTED,
     SERVABLE,
     CandidateName,
@@ -31,15 +36,10 @@ from model.candidates import (
     fit_candidate,
     inference_seconds_per_1k,
 )
-from model.classifier import best_blend, decide, tune_thresholds_micro
-from model.cleaning import add_arguments as add_cleaning_arguments
-from model.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
-from model.errors import ModelError
-from model.finetune import FineTuneConfig
-from model.inputs import add_text_fields_argument, frame_documents
-from model.metrics import f1_report
-from model.registry import local_tracking_uri, log_training_run
-from model.splits import TrainingData, prepare
+from model.training.cleaning import add_arguments as add_cleaning_arguments
+from model.training.finetune import FineTuneConfig
+from model.training.metrics import f1_report
+from model.training.splits import TrainingData, prepare
 
 logger = logging.getLogger(__name__)
 

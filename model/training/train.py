@@ -27,21 +27,21 @@ import numpy.typing as npt
 from sklearn.model_selection import KFold, train_test_split
 from tqdm import tqdm
 
-from model.artifact import ModelArtifact, save_artifact, weights_digest
-from model.candidates import SERVABLE, CandidateName, Workspace, embed_texts, fit_candidate
-from model.classifier import DenseHead, best_blend, tune_thresholds_micro
-from model.cleaning import add_arguments as add_cleaning_arguments
-from model.cleaning import config_from_args
-from model.eda import write_report
-from model.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
-from model.errors import ModelError
-from model.finetune import FineTuneConfig
-from model.inputs import add_text_fields_argument, frame_documents
-from model.lexical import LexicalHead
-from model.metrics import f1_report
-from model.predictor import Predictor
-from model.registry import local_tracking_uri, log_training_run, register
-from model.splits import prepare
+from model.serving.artifact import ModelArtifact, save_artifact, weights_digest
+from model.serving.classifier import DenseHead, best_blend, tune_thresholds_micro
+from model.serving.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
+from model.serving.errors import ModelError
+from model.serving.inputs import add_text_fields_argument, frame_documents
+from model.serving.lexical import LexicalHead
+from model.serving.predictor import Predictor
+from model.serving.registry import local_tracking_uri, log_training_run, register
+from model.training.candidates import SERVABLE, CandidateName, Workspace, embed_texts, fit_candidate
+from model.training.cleaning import add_arguments as add_cleaning_arguments
+from model.training.cleaning import config_from_args
+from model.training.eda import write_report
+from model.training.finetune import FineTuneConfig
+from model.training.metrics import f1_report
+from model.training.splits import prepare
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ unchanged, so the head is a plain `DenseHead` on the tuned embedding.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import sys
@@ -22,15 +21,13 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from model.classifier import DenseHead
+from model.serving.classifier import DenseHead
+from model.serving.embedder import ENCODER_PREFIX
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-ENCODER_PREFIX = "encoder."
-"""Key prefix of tuned encoder tensors inside the artifact's safetensors file."""
 
 
 @dataclass(frozen=True)
@@ -51,15 +48,6 @@ class FineTuneConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def encoder_digest(tensors: dict[str, npt.NDArray[Any]]) -> str:
-    """Identity of a set of tuned encoder tensors (part of the embedding revision)."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(tensors[key]).tobytes())
-    return digest.hexdigest()[:16]
 
 
 class TopLayerTuner:
@@ -234,6 +222,6 @@ def _layer_index(key: str) -> int | None:
 
 
 def _cpu_bf16() -> bool:
-    from model.embedder import cpu_supports_bf16
+    from model.serving.embedder import cpu_supports_bf16
 
     return cpu_supports_bf16()

@@ -108,6 +108,19 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+ENCODER_PREFIX = "encoder."
+"""Key prefix of tuned encoder tensors inside the artifact's safetensors file."""
+
+
+def encoder_digest(tensors: Mapping[str, npt.NDArray[Any]]) -> str:
+    """Identity of a set of tuned encoder tensors (part of the embedding revision)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(tensors[key]).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def apply_encoder_tensors(st: SentenceTransformer, tensors: Mapping[str, npt.NDArray[Any]]) -> str:
     """Loads fine-tuned encoder tensors over the model in place; returns their digest.
 
@@ -116,8 +129,7 @@ def apply_encoder_tensors(st: SentenceTransformer, tensors: Mapping[str, npt.NDA
     """
     import torch
 
-    from model.errors import ArtifactMismatchError
-    from model.finetune import ENCODER_PREFIX, encoder_digest
+    from model.serving.errors import ArtifactMismatchError
 
     module = cast("torch.nn.Module", st[0].auto_model)
     state = module.state_dict()
@@ -150,14 +162,14 @@ class SentenceEmbedder:
             evicted; 0 turns it off). Repeated overviews (a catalogue re-published, a retried
             producer) then skip the encoder; ~1.5 KB per entry at 384 dimensions.
         packing: on CPU, pack several texts into each encoder row instead of padding them to the
-            longest of their batch (`model.packing`): the same embeddings, 1.2-2x faster. Models it
+            longest of their batch (`model.serving.packing`): the same embeddings, 1.2-2x faster. Models it
             does not fit (other pooling or position embeddings) keep sentence-transformers' batching.
         pass_workers: packed passes run at once on CPU, each on threads / pass_workers torch
             threads (0: one per core, or per `threads`). Two single-threaded passes beat one pass on two
             threads: small matrices parallelise poorly inside an operator (2 cores: 10-18 % less
             per overview at 4-10 texts, equal at 256; half-load p99 149-179 ms against 236-360 ms).
         encoder_tensors: fine-tuned encoder weights (`encoder.`-prefixed state-dict keys, see
-            `model.finetune`) loaded over the base model; they become part of the revision, so a
+            `model.training.finetune`) loaded over the base model; they become part of the revision, so a
             head is only ever paired with the encoder it was trained with.
     """
 
@@ -305,7 +317,7 @@ class SentenceEmbedder:
 
     def _encode(self, texts: tuple[str, ...]) -> npt.NDArray[np.float32]:
         if self.packing_:
-            from model.packing import encode_packed
+            from model.serving.packing import encode_packed
 
             vectors = encode_packed(self.model_, texts, pool=self._pool, workers=self.workers_)
         else:
@@ -330,7 +342,7 @@ def available_cpus() -> int:
 
 
 def _packing_fits(st: SentenceTransformer) -> bool:
-    from model.packing import packing_refusal
+    from model.serving.packing import packing_refusal
 
     reason = packing_refusal(st)
     if reason is not None:

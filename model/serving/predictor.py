@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import ModelArtifact, load_artifact
-from model.embedder import Backend, SentenceEmbedder
-from model.errors import ArtifactMismatchError, ArtifactNotFoundError
-from model.inputs import documents
-from model.registry import is_registry_uri, materialize, open_source
+from model.serving.artifact import ModelArtifact, load_artifact
+from model.serving.embedder import Backend, SentenceEmbedder
+from model.serving.errors import ArtifactMismatchError, ArtifactNotFoundError
+from model.serving.inputs import documents
+from model.serving.registry import is_registry_uri, materialize, open_source
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "default"
+DEFAULT_ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "default"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Predictor:
     def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
         """One prediction per overview (with its title, if any), in order.
 
-        The model reads what it was trained on (`model.inputs.document`). Adds the time spent to
+        The model reads what it was trained on (`model.serving.inputs.document`). Adds the time spent to
         `stage_seconds` (embed, classify)."""
         texts = documents(texts, titles, self.artifact.text_fields)
         started = time.perf_counter()
@@ -113,7 +113,7 @@ def load_predictor(
     embedding_model: str | None = None,
     backend: Backend | str = Backend.AUTO,
     device: str = "auto",
-    batch_size: int = 32,
+    encode_batch_size: int = 32,
     embedder: SentenceEmbedder | None = None,
     threads: int = 0,
     embedding_cache_size: int = 0,
@@ -129,7 +129,7 @@ def load_predictor(
         embedding_model: overrides the artifact's embedding model id/path (e.g. a local copy).
         backend: embedding backend, see `Backend`.
         device: `cpu`, `cuda` or `auto`.
-        batch_size: encoder forward-pass size.
+        encode_batch_size: texts per encoder forward pass of padded batches (not the service's micro-batch).
         threads: torch CPU threads (0: torch's default).
         embedding_cache_size: distinct texts whose embeddings are remembered (0: off).
         pass_workers: packed passes run at once on CPU (0: one per core, or per `threads`).
@@ -152,7 +152,7 @@ def load_predictor(
             embedding_model or artifact.embedding.model_id,
             backend=backend,
             device=device,
-            batch_size=batch_size,
+            batch_size=encode_batch_size,
             threads=threads,
             encoder_tensors=artifact.encoder,
             cache_size=embedding_cache_size,

@@ -10,12 +10,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data import load_overviews_csv
-from model.embedder import Backend
-from model.errors import ModelError
-from model.inputs import frame_titles
-from model.metrics import binarize, f1_report
-from model.predictor import DEFAULT_ARTIFACT, load_predictor
+from model.serving.embedder import Backend
+from model.serving.errors import ModelError
+from model.serving.inputs import frame_titles
+from model.serving.predictor import DEFAULT_ARTIFACT, load_predictor
+from model.training.data import load_overviews_csv
+from model.training.metrics import binarize, f1_report
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,11 +12,11 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from model.classifier import DenseHead
-from model.embedder import EmbeddingModelRef
-from model.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
-from model.inputs import OVERVIEW_ONLY, check_fields
-from model.lexical import LexicalHead
+from model.serving.classifier import DenseHead
+from model.serving.embedder import EmbeddingModelRef
+from model.serving.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
+from model.serving.inputs import OVERVIEW_ONLY, check_fields
+from model.serving.lexical import LexicalHead
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -45,7 +45,7 @@ class ModelArtifact:
     lexical_weight: float = 0.0
     """Share of the lexical scores in the blend: p = (1 - w) * head + w * lexical."""
     text_fields: tuple[str, ...] = OVERVIEW_ONLY
-    """The message fields the model reads (`model.inputs.document`)."""
+    """The message fields the model reads (`model.serving.inputs.document`)."""
 
 
 def _tensors(

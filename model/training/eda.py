@@ -21,7 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from model.cleaning import (
+from model.serving.errors import ModelError
+from model.training.cleaning import (
     CleaningConfig,
     add_arguments,
     alnum_share,
@@ -32,8 +33,7 @@ from model.cleaning import (
     normalize,
     rare_labels,
 )
-from model.data import LoadReport, load_dataset
-from model.errors import ModelError
+from model.training.data import LoadReport, load_dataset
 
 EXIT_DATA = 2
 
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summarize(frame: pd.DataFrame, loaded: LoadReport, config: CleaningConfig, metrics: TextMetrics) -> dict[str, Any]:
-    """Every number the report shows, JSON-ready; cleaning counts come from model.cleaning itself."""
+    """Every number the report shows, JSON-ready; cleaning counts come from model.training.cleaning itself."""
     texts: list[str] = frame["overview"].tolist()
     labels = Counter(g for row in frame["genres"] for g in row)
     per_movie = Counter(len(row) for row in frame["genres"])

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from model.classifier import fit_logistic
+from model.serving.classifier import fit_logistic
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -14,10 +14,10 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from model.cleaning import clean, config_from_args
-from model.data import LoadReport, fingerprint, load_dataset
-from model.errors import DataError
-from model.metrics import binarize
+from model.serving.errors import DataError
+from model.training.cleaning import clean, config_from_args
+from model.training.data import LoadReport, fingerprint, load_dataset
+from model.training.metrics import binarize
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from model.artifact import METADATA_FILE, load_artifact
-from model.errors import ArtifactIntegrityError, ArtifactNotFoundError, RegistryError
+from model.serving.artifact import METADATA_FILE, load_artifact
+from model.serving.errors import ArtifactIntegrityError, ArtifactNotFoundError, RegistryError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -23,10 +23,10 @@ import numpy.typing as npt
 from sklearn.neural_network import MLPClassifier
 from tqdm import tqdm
 
-from model.classifier import DenseHead, fit_logistic
-from model.embedder import Backend, SentenceEmbedder
-from model.finetune import FineTuneConfig, TopLayerTuner
-from model.lexical import LexicalHead
+from model.serving.classifier import DenseHead, fit_logistic
+from model.serving.embedder import Backend, SentenceEmbedder
+from model.serving.lexical import LexicalHead
+from model.training.finetune import FineTuneConfig, TopLayerTuner
 
 if TYPE_CHECKING:
     import torch

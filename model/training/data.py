@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.errors import DataError
+from model.serving.errors import DataError
 
 COLUMNS = ("id", "title", "overview", "genres")
 REQUIRED_COLUMNS = ("overview", "genres")

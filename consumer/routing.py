@@ -1,16 +1,36 @@
-"""The models a consumer serves at one time: the champion, and optionally a shadow and a canary."""
+"""The models a consumer serves at one time (champion, optional shadow and canary) and how records are routed to them."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from consumer.records import InputRecord
 
-if TYPE_CHECKING:
-    from consumer.processing import PredictorLike
+if TYPE_CHECKING:  # annotations only: the settings import this module and must load no model code
+    from model.serving.predictor import Prediction
+
+
+class PredictorLike(Protocol):
+    """What the core needs from a model (`model.serving.predictor.Predictor` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def backend(self) -> str:
+        """How the model runs (e.g. the embedding backend), for the model-info metric."""
+        ...
+
+    def predict(self, texts: Sequence[str], titles: Sequence[str | None] | None = None) -> list[Prediction]:
+        """One prediction per overview; a model trained with titles reads `titles` too."""
+        ...
 
 
 class Role(StrEnum):

@@ -9,10 +9,10 @@ import pytest
 
 from consumer.decoding import DecodeLimits
 from consumer.messages import GenrePrediction
-from consumer.models import CanaryBy, ModelSet, bucket
 from consumer.processing import BatchProcessor
 from consumer.records import InputRecord
-from model.predictor import Prediction
+from consumer.routing import CanaryBy, ModelSet, bucket
+from model.serving.predictor import Prediction
 
 
 class Model:
