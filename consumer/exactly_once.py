@@ -143,6 +143,11 @@ class TransactionalDelivery(Delivery):
         if err.fatal():
             return self._producer_failed(err)
         self._abort()
+        if err.code() == KafkaError._TIMED_OUT:
+            # After the coordinator's broker restarted, a producer can keep timing out on every
+            # transaction (seen in the broker-outage test: 9 in a row, 20 s each, until the retry
+            # budget ran out). A new producer looks the coordinator up afresh; its init fences this one.
+            self._replace(f"transactional call timed out ({err})", idle=True)
         return TransactionError(f"transaction aborted: {err}")
 
     def _producer_failed(self, err: KafkaError) -> ServiceError:
@@ -185,6 +190,6 @@ class TransactionalDelivery(Delivery):
             self._replace(f"{what} did not return")
             raise TransactionError(f"{what} hung past {self.deadlines.hang_s:.0f}s; producer replaced")
 
-    def _replace(self, why: str) -> None:
-        self.producer.replace(why)
+    def _replace(self, why: str, idle: bool = False) -> None:
+        self.producer.replace(why, idle=idle)
         self._initialised = None  # init_transactions runs before the next batch (it fences the stuck one)

@@ -117,12 +117,18 @@ class OutputProducer:
             first = self.errors[0] if self.errors else "timeout"
             raise DeliveryError(f"{remaining} undelivered, {len(self.errors)} failed ({first})")
 
-    def replace(self, why: str) -> None:
-        """Abandons the client (its call may still be inside it) for a new one with the same config."""
-        logger.error("%s: replacing the producer (the old one is abandoned, never touched again)", why)
-        self.abandoned.append(self.client)
-        self.client = self._factory(self.config)
+    def replace(self, why: str, idle: bool = False) -> None:
+        """A new client with the same config. The old one is closed when `idle` (no call inside it),
+        else abandoned: never touched again, as its call may still be running."""
+        old, self.client = self.client, self._factory(self.config)
         self._on_replace()
+        if idle:
+            logger.warning("%s: replacing the producer", why)
+            if not close_bounded("producer", old.close, self._deadlines.close_s):
+                self.abandoned.append(old)
+            return
+        logger.error("%s: replacing the producer (the old one is abandoned, never touched again)", why)
+        self.abandoned.append(old)
 
     def close(self, idle: bool) -> None:
         """Flushes and closes the client, both bounded; `idle` False: a call is still inside it, so

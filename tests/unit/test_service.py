@@ -432,3 +432,16 @@ def test_a_partial_batch_commits_before_the_next_one_is_read() -> None:
     assert sorted(json.loads(v)["source"]["offset"] for t, _, v in producer.committed_records if t == "out") == list(
         range(6)
     )
+
+
+def test_a_timed_out_transaction_gets_a_fresh_producer_and_the_idle_one_is_closed() -> None:
+    consumer = FakeConsumer("in", {0: values(8)})
+    timed_out = KafkaError(KafkaError._TIMED_OUT, "add offsets timed out", txn_requires_abort=True)
+    first, fresh = FakeProducer(fail_commits=[timed_out]), FakeProducer()
+    service = make(consumer, [first, fresh])
+    run_until(service, consumer, lambda: fresh.committed_offsets.get(0) == 8)
+    assert "abort" in first.calls and first.calls[-1] == "close" and first.committed_offsets == {}
+    assert fresh.calls[0] == "init" and service.abandoned_producers == []
+    outputs = [json.loads(v)["source"]["offset"] for t, _, v in fresh.committed_records if t == "out"]
+    assert sorted(outputs) == list(range(8))
+    assert service.metrics.registry.get_sample_value("genre_producer_replacements_total") == 1
