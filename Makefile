@@ -39,6 +39,7 @@ lint: $(STAMP)  ## ruff + mypy --strict + import layers (lint-imports)
 
 test: $(STAMP) lint  ## the full suite: unit, integration (real Kafka) and system tests
 	scripts/kafka-local install
+	scripts/promtool --version >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from consumer.dead_letters import DeadLetter
+from consumer.dead_letters import DeadLetter, FailureReason
 from consumer.drift import DriftMonitor
 from consumer.processing import BatchResult, Predicted
 from consumer.records import InputRecord
@@ -51,6 +52,12 @@ class ServiceMetrics:
             registry=registry,
         )
         self.batches = Counter("batches", "Batches by outcome", ["outcome"], namespace=ns, registry=registry)
+        # Every series an alert counts exists from start-up at 0: increase() and rate() need two
+        # samples, so a series born at 1 (a process's first failure) would never be seen.
+        for outcome in ("committed", "failed"):
+            self.batches.labels(outcome=outcome)
+        for reason in FailureReason:
+            self.dead_letters.labels(reason=reason.value)
         self.retries = Counter("retries", "Batch delivery retries after a failure", namespace=ns, registry=registry)
         self.producer_replacements = Counter(
             "producer_replacements",
@@ -123,10 +130,20 @@ class ServiceMetrics:
         )
         self.drift_score = Gauge(
             "drift_score",
-            "PSI of the recent window against the training reference",
+            "PSI of the recent window against the training reference (only once the window is large enough)",
             ["signal"],
             namespace=ns,
             registry=registry,
+        )
+        self.drift_p_value = Gauge(
+            "drift_p_value",
+            "Chance of a drift score this large without drift, for the window's size",
+            ["signal"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.drift_window_records = Gauge(
+            "drift_window_records", "Records in the drift window", ["signal"], namespace=ns, registry=registry
         )
 
     def set_model(self, champion: PredictorLike) -> None:
@@ -180,8 +197,15 @@ class ServiceMetrics:
         """Recomputes the drift gauges from the monitor's window."""
         if self.drift is None:
             return
-        for signal, score in self.drift.scores().items():
-            self.drift_score.labels(signal=signal).set(score)
+        for signal, reading in self.drift.readings().items():
+            self.drift_window_records.labels(signal=signal).set(reading.records)
+            if reading.valid:
+                self.drift_score.labels(signal=signal).set(reading.score)
+                self.drift_p_value.labels(signal=signal).set(reading.p_value)
+            else:  # a figure over too few records would be noise: no series at all
+                for gauge in (self.drift_score, self.drift_p_value):
+                    with contextlib.suppress(KeyError):  # not exported yet
+                        gauge.remove(signal)
 
     def set_lag(self, lags: dict[int, int]) -> None:
         """Replaces the per-partition lag gauges (partitions no longer assigned disappear)."""

@@ -548,24 +548,46 @@ def test_selector_parsing() -> None:
         _check_selectors("test", 'genre_batches_total{outkome="failed"}', _rule_metrics())
 
 
+def _rules() -> list[dict[str, Any]]:
+    return [rule for group in _load_yaml(DEPLOY / "prometheus" / "rules.yml")["groups"] for rule in group["rules"]]
+
+
+def _recorded() -> dict[str, set[str]]:
+    """Series of the recording rules (the SLO ratios): aggregated, so only target labels remain."""
+    return {rule["record"]: set(TARGET_LABELS) for rule in _rules() if "record" in rule}
+
+
 def test_alert_rules_name_only_exported_metrics() -> None:
-    rules = [rule for group in _load_yaml(DEPLOY / "prometheus" / "rules.yml")["groups"] for rule in group["rules"]]
-    exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules}
-    for rule in rules:
+    known = _rule_metrics() | _recorded()
+    alerts = [rule for rule in _rules() if "alert" in rule]
+    for rule in _rules():
+        _check_selectors(f"rule {rule.get('alert') or rule['record']}", rule["expr"], known)
+    for rule in alerts:
         assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"], rule["alert"]
-        assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
-        _check_selectors(f"alert {rule['alert']}", rule["expr"], _rule_metrics())
-    joined = "\n".join(exprs.values())
+        assert re.fullmatch(r"\d+[smh]", rule.get("for", "0m")), rule["alert"]
+    joined = "\n".join(" ".join(rule["expr"].split()) for rule in _rules())
     assert "genre_consumer_lag" in joined
     assert "genre_dead_letters_total" in joined
     assert 'genre_batches_total{outcome="failed"}' in joined
-    assert re.search(r"histogram_quantile\(0\.99,[^\n]*genre_end_to_end_seconds_bucket", joined)
-    assert re.search(r"genre_drift_score\)? > 0\.25", joined)
+    assert 'genre_end_to_end_seconds_bucket{le="5.0"}' in joined  # the latency SLO's threshold is a bucket
+    assert re.search(r"genre_drift_score > 0\.25\) and \(genre_drift_p_value < 0\.001", joined)
+
+
+def test_every_alert_links_to_its_runbook_section() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    sections = {
+        re.sub(r"[^a-z0-9-]", "", h.strip().lower().replace(" ", "-"))
+        for h in re.findall(r"^#+ (.+)$", operations, re.M)
+    }
+    for rule in (r for r in _rules() if "alert" in r):
+        path, _, anchor = rule["annotations"]["runbook"].partition("#")
+        assert path == "docs/operations.md" and anchor == rule["alert"].lower(), rule["alert"]
+        assert anchor in sections, f"docs/operations.md has no section for {rule['alert']}"
 
 
 def test_grafana_dashboard_covers_the_service_and_is_provisioned() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "genre.json").read_text())
-    known = _rule_metrics() | {name: TARGET_LABELS for name in PROCESS_METRICS}
+    known = _rule_metrics() | _recorded() | {name: TARGET_LABELS for name in PROCESS_METRICS}
     targets = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
     used = set().union(*(_check_selectors(f"panel {title}", expr, known) for title, expr in targets))
     assert {
@@ -578,6 +600,8 @@ def test_grafana_dashboard_covers_the_service_and_is_provisioned() -> None:
     for q in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({q}, sum by (le) (rate(genre_end_to_end_seconds_bucket" in exprs
     assert "by (reason)" in exprs and "by (partition)" in exprs and "by (signal)" in exprs
+    for slo, target in (("latency", "0.01"), ("freshness", "0.005")):  # the SLOs and their budgets
+        assert f"1 - genre:slo_{slo}_errors:ratio_rate30d / {target}" in exprs
     (datasource,) = _load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
     uids = {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p}
     assert uids == {datasource["uid"]}
