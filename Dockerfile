@@ -54,8 +54,11 @@ CMD ["--help"]
 
 FROM base AS serve
 COPY --from=build /opt/venv /opt/venv
+# XDG_CACHE_HOME: where GENRE_MODEL_BACKEND=auto keeps its measured choice (writable /tmp; a
+# read-only root filesystem only costs a measurement of a few seconds per start).
 ENV GENRE_MODEL_URI=/models/current \
-    GENRE_LOG_FORMAT=json
+    GENRE_LOG_FORMAT=json \
+    XDG_CACHE_HOME=/tmp/cache
 USER 10001:10001
 EXPOSE 9108
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

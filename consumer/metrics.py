@@ -12,6 +12,7 @@ from consumer.drift import DriftMonitor
 from consumer.processing import BatchResult, Predicted
 from consumer.records import InputRecord
 from consumer.routing import PredictorLike
+from model.serving.backends import BackendChoice
 from model.serving.predictor import Prediction
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -142,9 +143,28 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.backend_info = Info(
+            "backend", "Embedding backend, how it was chosen, and the CPU", namespace=ns, registry=registry
+        )
+        self.backend_rate = Gauge(
+            "backend_rate",
+            "Overviews/s each backend embedded on the start-up sample (when auto measured)",
+            ["backend"],
+            namespace=ns,
+            registry=registry,
+        )
         self.drift_window_records = Gauge(
             "drift_window_records", "Records in the drift window", ["signal"], namespace=ns, registry=registry
         )
+
+    def set_backend(self, backend: str, choice: BackendChoice | None) -> None:
+        """The embedding backend and, when `auto` measured it, the rates it was chosen on."""
+        chosen_by = choice.chosen_by if choice is not None else "setting"
+        cpu = choice.cpu if choice is not None else ""
+        flags = ",".join(choice.flags) if choice is not None else ""
+        self.backend_info.info({"backend": backend, "chosen_by": chosen_by, "cpu": cpu, "cpu_flags": flags})
+        for name, rate in (choice.rates if choice is not None else {}).items():
+            self.backend_rate.labels(backend=name).set(rate)
 
     def set_model(self, champion: PredictorLike) -> None:
         """The served champion, as `genre_model_info`."""

@@ -55,6 +55,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
     s = settings.service
     limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy)
     metrics = ServiceMetrics(registry, drift=DriftMonitor(champion.artifact.reference, champion.labels))
+    metrics.set_backend(champion.backend, champion.embedder.backend_choice_)
     processor = BatchProcessor(
         models, s.output_topic, limits, s.shadow_output_topic, dead_letter_topic=s.dead_letter_topic
     )

@@ -10,11 +10,14 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
+
+from model.serving.backends import BackendChoice, cache_key, cache_path, choose
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -28,11 +31,11 @@ class Backend(StrEnum):
     """How the encoder runs."""
 
     AUTO = "auto"
-    """bf16 on CPUs with AMX/avx512-bf16, fp16 on CUDA, fp32 otherwise."""
+    """On CPU the faster of fp32 and bf16, measured on this machine (`model.serving.backends`); fp16 on CUDA."""
     FP32 = "fp32"
     """Reference precision; slowest on CPU."""
     BF16 = "bf16"
-    """bfloat16 weights and activations; ~2.5x faster on CPUs with native bf16, cosine >= 0.99 to fp32."""
+    """bfloat16 weights and activations: fast where the CPU has AMX, slow where bf16 is emulated."""
     FP16 = "fp16"
     """Half precision; only on CUDA."""
 
@@ -162,12 +165,11 @@ class SentenceEmbedder:
             evicted; 0 turns it off). Repeated overviews (a catalogue re-published, a retried
             producer) then skip the encoder; ~1.5 KB per entry at 384 dimensions.
         packing: on CPU, pack several texts into each encoder row instead of padding them to the
-            longest of their batch (`model.serving.packing`): the same embeddings, 1.2-2x faster. Models it
+            longest of their batch (`model.serving.packing`): the same embeddings, faster. Models it
             does not fit (other pooling or position embeddings) keep sentence-transformers' batching.
         pass_workers: packed passes run at once on CPU, each on threads / pass_workers torch
             threads (0: one per core, or per `threads`). Two single-threaded passes beat one pass on two
-            threads: small matrices parallelise poorly inside an operator (2 cores: 10-18 % less
-            per overview at 4-10 texts, equal at 256; half-load p99 149-179 ms against 236-360 ms).
+            threads: small matrices parallelise poorly inside an operator (docs/performance.md).
         encoder_tensors: fine-tuned encoder weights (`encoder.`-prefixed state-dict keys, see
             `model.training.finetune`) loaded over the base model; they become part of the revision, so a
             head is only ever paired with the encoder it was trained with.
@@ -213,7 +215,9 @@ class SentenceEmbedder:
 
         location = resolve_model_location(self.model)
         device = resolve_device(self.device)
-        backend = resolve_backend(self.backend, device)
+        measure = self.backend is Backend.AUTO and device == "cpu"
+        # `auto` on CPU loads fp32 (the reference) and measures the others from it.
+        backend = Backend.FP32 if measure else resolve_backend(self.backend, device)
         dtype = {Backend.FP32: torch.float32, Backend.BF16: torch.bfloat16, Backend.FP16: torch.float16}[backend]
         local = Path(location).is_dir()
         st = SentenceTransformer(location, device=device, local_files_only=local, model_kwargs={"torch_dtype": dtype})
@@ -237,6 +241,9 @@ class SentenceEmbedder:
             self._pool = ThreadPoolExecutor(
                 self.workers_, thread_name_prefix="encode", initializer=torch.set_num_threads, initargs=(share,)
             )
+        self.backend_choice_: BackendChoice | None = None
+        if measure:
+            self._choose_backend(revision)
         threads = torch.get_num_threads()
         # Renamed in sentence-transformers 6; keep working on both sides of the rename.
         get_dimension = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
@@ -247,7 +254,7 @@ class SentenceEmbedder:
         logger.info(
             "embedder %s loaded (%s, %s, dim %d, %d torch thread(s), %s)",
             self.model,
-            backend,
+            self.backend_,
             device,
             dimension,
             threads,
@@ -255,11 +262,29 @@ class SentenceEmbedder:
         )
         return self
 
+    def _choose_backend(self, revision: str) -> None:
+        """Times fp32 and bf16 on this machine (or reuses this host kind's measurement) and keeps the faster."""
+        import copy
+
+        import torch
+
+        fp32 = self.model_
+        models: dict[str, SentenceTransformer] = {Backend.FP32.value: fp32}
+        models[Backend.BF16.value] = copy.deepcopy(fp32).to(torch.bfloat16)
+        runners = {name: partial(self._encode_with, st) for name, st in models.items()}
+        setup = f"threads={torch.get_num_threads()},workers={self.workers_},packing={self.packing_},seq={self.max_seq_length}"
+        choice = choose(runners, cache_key(revision, setup, torch.__version__), cache_path())
+        self.model_ = models[choice.backend]
+        self.backend_ = Backend(choice.backend)
+        self.backend_choice_ = choice
+        rates = ", ".join(f"{name} {rate:.0f}/s" for name, rate in choice.rates.items())
+        logger.info("backend %s (%s on %s: %s)", choice.backend, choice.chosen_by, choice.cpu, rates or "no rates")
+
     def sibling(self, encoder_tensors: Mapping[str, npt.NDArray[Any]]) -> SentenceEmbedder:
         """A new embedder with the same settings and other fine-tuned encoder tensors (none: the base)."""
         return SentenceEmbedder(
             self.model,
-            self.backend,
+            self.backend_ if self.is_loaded else self.backend,  # what `auto` chose: not measured twice
             self.device,
             self.batch_size,
             self.max_seq_length,
@@ -316,12 +341,15 @@ class SentenceEmbedder:
         return out
 
     def _encode(self, texts: tuple[str, ...]) -> npt.NDArray[np.float32]:
+        return self._encode_with(self.model_, texts)
+
+    def _encode_with(self, st: SentenceTransformer, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         if self.packing_:
             from model.serving.packing import encode_packed
 
-            vectors = encode_packed(self.model_, texts, pool=self._pool, workers=self.workers_)
+            vectors = encode_packed(st, texts, pool=self._pool, workers=self.workers_)
         else:
-            vectors = self.model_.encode(
+            vectors = st.encode(
                 list(texts),
                 batch_size=self.batch_size,
                 normalize_embeddings=True,

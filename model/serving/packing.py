@@ -26,16 +26,16 @@ if TYPE_CHECKING:
 
 ROW_CAPACITY = 128
 """Tokens per packed row. Longer texts get a row of their own (up to the model's max_seq_length).
-Measured on 2 cores with all-MiniLM-L6-v2 in bf16: 128 beat 192 and 256, whose dense attention over
-a whole row costs more than the padding it saves."""
+Wider rows lost in measurements (docs/performance.md): dense attention over a whole row costs more
+than the padding it saves."""
 
 ROWS_PER_PASS = 8
 """Rows per forward pass; rows are sorted by fill, so a pass pads only to its own longest row."""
 
 WIDTH_STEP = 16
 """A pass's width is rounded up to a multiple of this. oneDNN compiles and caches a kernel for every
-input shape it sees (up to 1,024 per process); exact widths gave each pass a new shape, and the
-cache grew the process by ~2 GB in minutes. Rounded widths bound the shapes at ROWS_PER_PASS times
+input shape it sees; exact widths gave each pass a new shape, and the process grew without bound
+(docs/performance.md, "Memory"). Rounded widths bound the shapes at ROWS_PER_PASS times
 256 / WIDTH_STEP, for at most WIDTH_STEP - 1 tokens of padding per row."""
 
 
