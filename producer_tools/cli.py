@@ -1,4 +1,4 @@
-"""`genre-produce`: send overviews, tail predictions, audit delivery, create topics."""
+"""`genre-produce`: send overviews, tail predictions, audit delivery, show or replay dead letters, create topics."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import BinaryIO
 from pydantic import ValidationError
 
 from consumer.settings import KafkaSettings
-from producer_tools import clients, inputs
+from producer_tools import clients, dead_letters, inputs
 from producer_tools.audit import audit
 from producer_tools.errors import ToolError
 from producer_tools.send import Record, encode, send
@@ -68,6 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dlq-topic", help="dead-letter topic to count as handled (default: none)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to read each topic to its end")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    dlq_topic = os.environ.get("GENRE_DLQ_TOPIC") or f"{os.environ.get('GENRE_INPUT_TOPIC', 'overviews')}.dlq"
+    p = sub.add_parser(
+        "dlq",
+        help="look at dead letters, or replay them once their cause is fixed",
+        description="Read the dead-letter topic from the beginning (read_committed). `show` prints each dead "
+        "letter's source, reason, error and original bytes; `replay` re-sends the original key and value "
+        "unchanged to the input topic (header dlq.replayed.from names the dead letter).",
+    )
+    dlq = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    for action, text in (("show", "print dead letters"), ("replay", "re-send dead letters' original records")):
+        a = dlq.add_parser(action, help=text)
+        a.add_argument("--topic", default=dlq_topic, help=f"dead-letter topic (default {dlq_topic})")
+        a.add_argument("--reason", action="append", help="only this reason (repeatable), e.g. invalid_json")
+        a.add_argument("--max", type=int, dest="max_messages", help="read at most N dead letters")
+        a.add_argument("--timeout", type=float, default=30.0, help="seconds to reach the topic's end")
+        if action == "show":
+            a.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+        else:
+            a.add_argument("--to", default=os.environ.get("GENRE_INPUT_TOPIC", "overviews"), help="input topic")
+            a.add_argument("--all", action="store_true", help="replay every reason (else --reason is required)")
+            a.add_argument("--dry-run", action="store_true", help="list what would be replayed, send nothing")
 
     p = sub.add_parser("create-topics", help="create the input, output and dead-letter topics if missing")
     p.add_argument(
@@ -153,6 +175,31 @@ def _create_topics(kafka: KafkaSettings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dlq(kafka: KafkaSettings, args: argparse.Namespace) -> int:
+    if args.dlq_command == "replay" and not (args.reason or args.all):
+        raise ToolError("dlq replay: name the --reason(s) whose cause is fixed, or give --all")
+    letters = dead_letters.read_dead_letters(
+        clients.reader(kafka, from_beginning=True), args.topic, max_messages=args.max_messages, timeout_s=args.timeout
+    )
+    chosen = (d for d in letters if not args.reason or d.reason in args.reason)
+    if args.dlq_command == "show" or args.dry_run:
+        shown = 0
+        for letter in chosen:
+            print(letter.to_json() if getattr(args, "json", False) else letter.describe(), flush=True)
+            shown += 1
+        print(f"{shown} dead letter(s) in {args.topic}", file=sys.stderr)
+        return EXIT_OK
+    report = dead_letters.replay(clients.producer(kafka), chosen, args.to)
+    print(
+        f"replayed {report.sent.delivered} to {args.to}; skipped {report.skipped_incomplete} cut to fit "
+        f"(original bytes not in the topic)"
+    )
+    if report.sent.failed:
+        print(f"genre-produce: {report.sent.failed} not delivered: {report.sent.first_error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = dict(os.environ if environ is None else environ)
@@ -163,7 +210,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ValidationError as exc:
         print(f"genre-produce: invalid Kafka settings: {exc.errors()[0]['msg']}", file=sys.stderr)
         return EXIT_USAGE
-    commands = {"send": _send, "tail": _tail, "audit": _audit, "create-topics": _create_topics}
+    commands = {"send": _send, "tail": _tail, "audit": _audit, "create-topics": _create_topics, "dlq": _dlq}
     try:
         return commands[args.command](kafka, args)
     except ToolError as exc:

@@ -13,6 +13,8 @@ from tqdm import tqdm
 from producer_tools.inputs import Overview
 
 Record = tuple[bytes | None, bytes]
+HeadedRecord = tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]
+"""A record with headers (a replayed dead letter: its value may be empty)."""
 
 
 def encode(message: Overview) -> Record:
@@ -32,7 +34,7 @@ class SendReport:
 def send(
     producer: Producer,
     topic: str,
-    records: Iterable[Record],
+    records: Iterable[Record | HeadedRecord],
     *,
     rate: float | None = None,
     total: int | None = None,
@@ -56,7 +58,9 @@ def send(
 
     started = time.monotonic()
     bar = tqdm(total=total, unit="msg", desc="sending", disable=not progress)
-    for i, (key, value) in enumerate(records):
+    for i, record in enumerate(records):
+        key, value = record[0], record[1]
+        headers = record[2] if len(record) == 3 else None
         if rate:
             # Absolute schedule: a slow iteration does not push every later send back.
             delay = started + i / rate - time.monotonic()
@@ -64,7 +68,7 @@ def send(
                 time.sleep(delay)
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.1)
