@@ -30,11 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operator tools for the genre classifier. Kafka connection from KAFKA_* variables "
         "(KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, ...) or --bootstrap-servers.",
     )
-    parser.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument("-b", "--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # Accepted after the subcommand too (`genre-produce tail -b host:9092`), as kcat users type it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-b", "--bootstrap-servers", default=argparse.SUPPRESS, help="overrides KAFKA_BOOTSTRAP_SERVERS"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "send",
+        parents=[common],
         help="send overviews to the input topic",
         description="Send overviews from arguments, stdin ('-' or piped), or a CSV/JSONL file.",
         epilog="Examples:\n  genre-produce send 'A boy wizard goes to school.'\n"
@@ -50,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--raw", action="store_true", help="send each stdin line's bytes unchanged (bad-input tests)")
 
-    p = sub.add_parser("tail", help="print predictions from the output topic")
+    p = sub.add_parser("tail", parents=[common], help="print predictions from the output topic")
     p.add_argument("--topic", default=os.environ.get("GENRE_OUTPUT_TOPIC", "genres"))
     p.add_argument("--from-beginning", action="store_true", help="start at the earliest offset, not the end")
     p.add_argument("--max", type=int, dest="max_messages", help="stop after N predictions")
@@ -59,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "audit",
+        parents=[common],
         help="reconcile inputs with outputs and dead letters",
         description="Read every committed record of the topics (read_committed) and report inputs, outputs, "
         "dead letters, missing and duplicated input offsets. Exit 1 when anything is missing.",
@@ -79,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dlq = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     for action, text in (("show", "print dead letters"), ("replay", "re-send dead letters' original records")):
-        a = dlq.add_parser(action, help=text)
+        a = dlq.add_parser(action, parents=[common], help=text)
         a.add_argument("--topic", default=dlq_topic, help=f"dead-letter topic (default {dlq_topic})")
         a.add_argument("--reason", action="append", help="only this reason (repeatable), e.g. invalid_json")
         a.add_argument("--max", type=int, dest="max_messages", help="read at most N dead letters")
@@ -91,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--all", action="store_true", help="replay every reason (else --reason is required)")
             a.add_argument("--dry-run", action="store_true", help="list what would be replayed, send nothing")
 
-    p = sub.add_parser("create-topics", help="create the input, output and dead-letter topics if missing")
+    p = sub.add_parser(
+        "create-topics", parents=[common], help="create the input, output and dead-letter topics if missing"
+    )
     p.add_argument(
         "topics",
         nargs="*",
@@ -102,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--replication-factor", type=int, default=-1, help="-1: the broker's default")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genre-stream")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _records(args: argparse.Namespace, stdin: BinaryIO) -> list[Record]:

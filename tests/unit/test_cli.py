@@ -134,3 +134,26 @@ def test_the_consumer_bounds_openmp_spinning_unless_the_user_chose(
         monkeypatch.setenv(name, value)
     assert consumer_main(["--help"]) == 0
     assert os.environ.get("GOMP_SPINCOUNT") == spin_count
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-b", "a:1", "tail"], "a:1"),
+        (["tail", "-b", "b:2"], "b:2"),
+        (["--bootstrap-servers", "a:1", "dlq", "show", "--bootstrap-servers", "c:3"], "c:3"),
+        (["audit", "-b", "d:4", "--json"], "d:4"),
+        (["create-topics", "x", "-b", "e:5"], "e:5"),
+        (["tail"], None),
+    ],
+)
+def test_the_bootstrap_servers_are_taken_before_or_after_the_subcommand(argv: list[str], expected: str | None) -> None:
+    assert build_parser().parse_args(argv).bootstrap_servers == expected
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"], environ={})
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"genre-produce {version('genre-stream')}"
