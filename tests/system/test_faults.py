@@ -111,10 +111,12 @@ def test_scale_one_to_three_to_one_under_load(
     t = make_topics(partitions=6)
     produce(kafka, t.input, overview_records(real_overviews.iloc[:6000]))
     logs = [tmp_path / f"replica-{i}.log" for i in range(3)]
-    first = start_consumer(env_for(kafka.bootstrap_servers, t, 0), logs[0])
+    # One pass on one thread per replica, so the scale-down still finds a backlog on fast CPUs.
+    slow = {"GENRE_MODEL_PASS_WORKERS": "1", "GENRE_MODEL_TORCH_THREADS": "1"}
+    first = start_consumer(env_for(kafka.bootstrap_servers, t, 0, **slow), logs[0])
     try:
         wait_handled(kafka, t, 1000, timeout_s=180)
-        extra = [start_consumer(env_for(kafka.bootstrap_servers, t, i), logs[i]) for i in (1, 2)]
+        extra = [start_consumer(env_for(kafka.bootstrap_servers, t, i, **slow), logs[i]) for i in (1, 2)]
         for log in logs[1:]:
             wait_for_log(log, ASSIGNED)
         mid = wait_handled(kafka, t, mid_count(wait_for(kafka, t, 0, timeout_s=5)) + 600, timeout_s=300)
