@@ -6,7 +6,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -269,12 +269,22 @@ class SentenceEmbedder:
         import torch
 
         fp32 = self.model_
-        models: dict[str, SentenceTransformer] = {Backend.FP32.value: fp32}
-        models[Backend.BF16.value] = copy.deepcopy(fp32).to(torch.bfloat16)
-        runners = {name: partial(self._encode_with, st) for name, st in models.items()}
+        copies: list[SentenceTransformer] = []  # a bf16 copy, made only when bf16 is measured
+
+        def bf16(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            if not copies:
+                copies.append(copy.deepcopy(fp32).to(torch.bfloat16))
+            return self._encode_with(copies[0], texts)
+
+        runners: dict[str, Callable[[list[str]], object]] = {
+            Backend.FP32.value: partial(self._encode_with, fp32),
+            Backend.BF16.value: bf16,
+        }
         setup = f"threads={torch.get_num_threads()},workers={self.workers_},packing={self.packing_},seq={self.max_seq_length}"
         choice = choose(runners, cache_key(revision, setup, torch.__version__), cache_path())
-        self.model_ = models[choice.backend]
+        if choice.backend == Backend.BF16.value:
+            # A cached choice made no copy: the fp32 model is converted in place, as it is not needed.
+            self.model_ = copies[0] if copies else fp32.to(torch.bfloat16)
         self.backend_ = Backend(choice.backend)
         self.backend_choice_ = choice
         rates = ", ".join(f"{name} {rate:.0f}/s" for name, rate in choice.rates.items())
