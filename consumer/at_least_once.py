@@ -24,8 +24,6 @@ class AcknowledgedDelivery(Delivery):
     A crash between the two repeats the batch's outputs (duplicates, never loss).
     """
 
-    guarantee = "at_least_once"
-
     def start(self) -> None:
         """Nothing to prepare: a plain producer."""
 

@@ -47,9 +47,6 @@ class Delivery(ABC):
         deadlines: how long client calls may take.
     """
 
-    guarantee: str
-    """Name of the guarantee, as in GENRE_PROCESSING_GUARANTEE."""
-
     def __init__(self, producer: OutputProducer, consumer: Consumer, deadlines: Deadlines) -> None:
         self.producer = producer
         self.consumer = consumer

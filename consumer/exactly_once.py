@@ -29,8 +29,6 @@ class TransactionalDelivery(Delivery):
     fences the stuck one; resuming at the batch start would deliver that batch twice.
     """
 
-    guarantee = "exactly_once"
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._initialised: Producer | None = None  # the client whose init_transactions succeeded
