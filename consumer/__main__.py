@@ -96,9 +96,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if argv is None:
         argv = sys.argv[1:]
     bound_openmp_spinning()
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__ + "\n\nConfigured by environment variables (see README, 'Configuration').")
-        return EXIT_OK
+    if argv:
+        return _arguments(list(argv))
     lifecycle = _Lifecycle()
     previous = {sig: signal.signal(sig, lifecycle.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     # `kill -USR1 <pid>` prints every thread's stack to stderr without stopping anything: the way to
@@ -114,6 +113,35 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+USAGE = "usage: genre-consumer [-h | --help | --version]   (configured by environment variables only)"
+
+
+def _arguments(argv: list[str]) -> int:
+    """The only arguments there are: help and version. Anything else is refused, not ignored: a flag
+    meant as a setting would otherwise be silently dropped and the service run without it."""
+    if argv in (["-h"], ["--help"]):
+        from consumer.settings_reference import render_help
+
+        print(f"{USAGE}\n\n{__doc__.strip() if __doc__ else ''}\n\nSettings (variable=default):{render_help()}")
+        print(
+            "\nExit codes: 0 stopped by a signal, 1 persistent Kafka failure, 2 invalid configuration, 3 model refused."
+        )
+        return EXIT_OK
+    if argv == ["--version"]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"genre-consumer {version('genre-stream')}")
+        except PackageNotFoundError:
+            print("genre-consumer (not installed as a package)")
+        return EXIT_OK
+    print(
+        f"genre-consumer: unknown arguments {' '.join(argv)!r}; settings are environment variables\n{USAGE}",
+        file=sys.stderr,
+    )
+    return EXIT_CONFIG
 
 
 def _serve(environ: Mapping[str, str], lifecycle: _Lifecycle) -> int:
@@ -149,13 +177,22 @@ def _run(settings: Settings, lifecycle: _Lifecycle) -> int:
     except ModelError as exc:
         logger.error("cannot load model: %s", exc)
         return EXIT_MODEL
+    except ConfigurationError as exc:
+        logger.error("invalid configuration: %s", exc)
+        return EXIT_CONFIG
     logger.debug("%d long-lived objects frozen out of garbage collection", freeze_loaded_objects())
     if watcher is not None:
         watcher.start()
     health = None
     if settings.service.metrics_port:
         health = HealthServer(
-            registry, service.ready, settings.service.metrics_host, settings.service.metrics_port, alive=service.alive
+            registry,
+            service.ready,
+            settings.service.metrics_host,
+            settings.service.metrics_port,
+            alive=service.alive,
+            max_connections=settings.service.metrics_max_connections,
+            timeout_s=settings.service.metrics_timeout_s,
         )
         health.start()
     timeout_s = settings.service.stop_timeout_s

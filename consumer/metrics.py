@@ -108,6 +108,15 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
+        for outcome in ("loaded", "refused"):  # at 0 from the start, so an alert sees the first refusal
+            self.model_reloads.labels(outcome=outcome)
+        self.model_reload_errors = Counter(
+            "model_reload_errors",
+            "Model watcher polls that failed with an unexpected error, retried at the next poll "
+            "(a version that fails to load counts in model_reloads_total{outcome=refused} instead)",
+            namespace=ns,
+            registry=registry,
+        )
         self.predictions_by_model = Counter(
             "predictions_by_model",
             "Predictions per model version and role",

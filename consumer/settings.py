@@ -235,7 +235,18 @@ class ServiceSettings(_EnvSettings):
         default=9108, ge=0, le=65535, description="/metrics, /healthz and /readyz; 0 disables the HTTP server"
     )
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics, /healthz and /readyz")
+    metrics_max_connections: int = Field(
+        default=16, ge=1, le=1024, description="HTTP connections served at once; more get a 503 and are closed"
+    )
+    metrics_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="seconds a client has to send a whole request (and per response write)"
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line")
+    tracing: bool = Field(
+        default=False,
+        description="OpenTelemetry spans per batch and record, continuing the inputs' traceparent headers "
+        "(needs the tracing extra; exporter configured by the standard OTEL_* variables)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
@@ -322,7 +333,15 @@ class ModelSettings(_EnvSettings):
     cache_dir: Path = Field(
         default=Path(tempfile.gettempdir()) / "genre-models", description="where registry versions are downloaded"
     )
+    cache_keep: int = Field(
+        default=3, ge=1, le=1000, description="registry versions kept per model in cache_dir (the served one included)"
+    )
     embedding_model: str = Field(default="", description="override the artifact's embedding model id/folder")
+    trusted_keys: str = Field(
+        default="",
+        description="comma-separated Ed25519 public key files (PEM) or folders of them; when set, only artifacts "
+        "signed by one of these keys are served (genre-sign), from a folder or the registry",
+    )
     backend: EmbeddingBackend = Field(
         default="auto",
         description="embedding precision; auto: on CPU the faster of fp32 and bf16, measured at start-up "
@@ -353,6 +372,10 @@ class ModelSettings(_EnvSettings):
     canary_by: CanaryBy = Field(
         default=CanaryBy.KEY, description="key: stable hash of the key (or id); partition: whole partitions"
     )
+
+    @property
+    def trusted_key_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(part.strip()) for part in self.trusted_keys.split(",") if part.strip())
 
 
 class Settings(_EnvSettings):

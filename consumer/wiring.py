@@ -11,24 +11,29 @@ from prometheus_client import CollectorRegistry
 
 from consumer.decoding import DecodeLimits
 from consumer.drift import DriftMonitor
+from consumer.errors import ConfigurationError
 from consumer.metrics import ServiceMetrics
 from consumer.processing import BatchProcessor
 from consumer.reload import ModelWatcher
 from consumer.routing import ModelSet
 from consumer.service import GenreService
 from consumer.settings import Settings
+from consumer.tracing import BatchTracer, service_tracer
 from model.serving.embedder import Backend
 from model.serving.predictor import DEFAULT_ARTIFACT, Predictor, load_predictor
 from model.serving.registry import materialize, open_source
+from model.serving.signing import TrustedKeys
 
 
 def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[GenreService, ModelWatcher | None]:
     """Loads the models and wires the service and its model watcher (shared by the CLI, tests, benchmarks)."""
     m = settings.model
-    source = open_source(m.uri or DEFAULT_ARTIFACT, m.tracking_uri or None, m.cache_dir)
+    trusted = TrustedKeys.load(m.trusted_key_paths)
+    source = open_source(m.uri or DEFAULT_ARTIFACT, m.tracking_uri or None, m.cache_dir, keep=m.cache_keep)
     served, location = materialize(source)
     champion = load_predictor(
         location,
+        trusted_keys=trusted,
         embedding_model=m.embedding_model or None,
         backend=Backend(m.backend),
         device=m.device,
@@ -42,7 +47,11 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
     def load_sharing_embedder(uri: str | Path) -> Predictor:
         # Challengers and new versions reuse the loaded encoder: one copy in memory, one embedding per batch.
         return load_predictor(
-            uri, tracking_uri=m.tracking_uri or None, cache_dir=m.cache_dir, embedder=champion.embedder
+            uri,
+            tracking_uri=m.tracking_uri or None,
+            cache_dir=m.cache_dir,
+            embedder=champion.embedder,
+            trusted_keys=trusted,
         )
 
     models = ModelSet(
@@ -57,7 +66,12 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
     metrics = ServiceMetrics(registry, drift=DriftMonitor(champion.artifact.reference, champion.labels))
     metrics.set_backend(champion.backend, champion.embedder.backend_choice_)
     processor = BatchProcessor(
-        models, s.output_topic, limits, s.shadow_output_topic, dead_letter_topic=s.dead_letter_topic
+        models,
+        s.output_topic,
+        limits,
+        s.shadow_output_topic,
+        dead_letter_topic=s.dead_letter_topic,
+        after_batch=_tracer() if s.tracing else None,
     )
     watcher = None
     if m.reload_interval_s > 0:
@@ -67,6 +81,15 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         settings.kafka, s, processor, metrics, txn_id, model_updates=watcher, after_model_swap=freeze_loaded_objects
     )
     return service, watcher
+
+
+def _tracer() -> BatchTracer:
+    try:
+        return service_tracer()
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"GENRE_TRACING needs the tracing extra: pip install 'genre-stream[tracing]' ({exc})"
+        ) from exc
 
 
 def freeze_loaded_objects() -> int:

@@ -12,11 +12,14 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from model.serving import signing
 from model.serving.classifier import DenseHead
 from model.serving.embedder import EmbeddingModelRef
 from model.serving.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
 from model.serving.inputs import OVERVIEW_ONLY, check_fields
 from model.serving.lexical import LexicalHead
+from model.serving.pinning import pinned_files
+from model.serving.signing import NO_KEYS, TrustedKeys
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -94,6 +97,7 @@ def save_artifact(artifact: ModelArtifact, directory: Path) -> ModelArtifact:
             "model_id": artifact.embedding.model_id,
             "dimension": artifact.embedding.dimension,
             "revision": artifact.embedding.revision,
+            "files": dict(sorted(artifact.embedding.files.items())),
         },
         "encoder_tensors": sorted(artifact.encoder),
         "text_fields": list(artifact.text_fields),
@@ -111,12 +115,13 @@ def save_artifact(artifact: ModelArtifact, directory: Path) -> ModelArtifact:
     return replace(artifact, content_hash=metadata["content_hash"])
 
 
-def load_artifact(directory: Path) -> ModelArtifact:
-    """Reads and verifies an artifact folder.
+def load_artifact(directory: Path, trusted: TrustedKeys = NO_KEYS) -> ModelArtifact:
+    """Reads and verifies an artifact folder (and its signature, when keys are trusted).
 
     Raises:
         ArtifactNotFoundError: files missing.
-        ArtifactIntegrityError: the content hash does not match (tampered or truncated files).
+        ArtifactIntegrityError: the content hash does not match (tampered or truncated files), or
+            trusted keys are given and the artifact is not signed by one of them.
         ArtifactMismatchError: unknown format version or inconsistent shapes.
     """
     weights_path, metadata_path = directory / WEIGHTS_FILE, directory / METADATA_FILE
@@ -133,6 +138,7 @@ def load_artifact(directory: Path) -> ModelArtifact:
         raise ArtifactIntegrityError(
             f"{directory}: content hash mismatch (recorded {recorded}, actual {actual}); refusing to load"
         )
+    signing.verify(directory, actual, trusted)
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ArtifactMismatchError(f"{directory}: format version {metadata.get('format_version')} not supported")
     try:
@@ -149,9 +155,11 @@ def load_artifact(directory: Path) -> ModelArtifact:
         lexical_meta = metadata.get("lexical")
         lexical = LexicalHead.from_parts(lexical_meta, tensors) if lexical_meta else None
         emb = metadata["embedding"]
-        embedding = EmbeddingModelRef(str(emb["model_id"]), int(emb["dimension"]), str(emb["revision"]))
+        embedding = EmbeddingModelRef(
+            str(emb["model_id"]), int(emb["dimension"]), str(emb["revision"]), pinned_files(emb.get("files"))
+        )
         text_fields = check_fields(metadata.get("text_fields", OVERVIEW_ONLY))
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise ArtifactMismatchError(f"{directory}: inconsistent artifact: {exc}") from exc
     if head.input_dimension != embedding.dimension:
         raise ArtifactMismatchError(

@@ -8,7 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.serving.backends import BackendChoice, cache_key, cache_path, choose
+from model.serving.pinning import model_files, verify_model_files
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -47,6 +48,8 @@ class EmbeddingModelRef:
     model_id: str
     dimension: int
     revision: str
+    files: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """Full SHA-256 of every file of the model folder (`model.serving.pinning`); empty for a Hub id."""
 
 
 def packaged_model_path() -> Path | None:
@@ -68,17 +71,14 @@ def resolve_model_location(model: str) -> str:
     return model
 
 
-def model_revision(location: str) -> str:
-    """A short content hash of the weights file, or the location itself for hub ids."""
-    folder = Path(location)
+def model_revision(location: str, files: Mapping[str, str]) -> str:
+    """A short name of the weights (their digest's first 64 bits), or the location itself for Hub ids.
+
+    Only a name for logs and older artifacts: what is checked is every file's full digest
+    (`EmbeddingModelRef.files`)."""
     for name in ("model.safetensors", "pytorch_model.bin"):
-        weights = folder / name
-        if weights.is_file():
-            digest = hashlib.sha256()
-            with weights.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-            return "sha256:" + digest.hexdigest()[:16]
+        if name in files:
+            return "sha256:" + files[name].removeprefix("sha256:")[:16]
     return location
 
 
@@ -187,6 +187,7 @@ class SentenceEmbedder:
         cache_size: int = 0,
         packing: bool = True,
         pass_workers: int = 0,
+        pinned_files: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model
         self.backend = Backend(backend)
@@ -195,6 +196,7 @@ class SentenceEmbedder:
         self.max_seq_length = max_seq_length
         self.threads = threads
         self.encoder_tensors = dict(encoder_tensors or {})
+        self.pinned_files = dict(pinned_files or {})
         self._memo: tuple[tuple[str, ...], npt.NDArray[np.float32]] | None = None
         self._memo_lock = threading.Lock()
         self.cache_size = cache_size
@@ -220,9 +222,10 @@ class SentenceEmbedder:
         backend = Backend.FP32 if measure else resolve_backend(self.backend, device)
         dtype = {Backend.FP32: torch.float32, Backend.BF16: torch.bfloat16, Backend.FP16: torch.float16}[backend]
         local = Path(location).is_dir()
+        files = self._verified_files(location)
         st = SentenceTransformer(location, device=device, local_files_only=local, model_kwargs={"torch_dtype": dtype})
         st.max_seq_length = self.max_seq_length
-        revision = model_revision(location)
+        revision = model_revision(location, files)
         if self.encoder_tensors:
             revision = f"{revision}+tuned:{apply_encoder_tensors(st, self.encoder_tensors)}"
         self.model_: SentenceTransformer = st
@@ -250,7 +253,7 @@ class SentenceEmbedder:
         dimension = get_dimension()
         if dimension is None:
             raise ValueError(f"cannot tell the embedding dimension of {self.model}")
-        self.ref_ = EmbeddingModelRef(self.model, int(dimension), revision)
+        self.ref_ = EmbeddingModelRef(self.model, int(dimension), revision, files)
         logger.info(
             "embedder %s loaded (%s, %s, dim %d, %d torch thread(s), %s)",
             self.model,
@@ -290,8 +293,30 @@ class SentenceEmbedder:
         rates = ", ".join(f"{name} {rate:.0f}/s" for name, rate in choice.rates.items())
         logger.info("backend %s (%s on %s: %s)", choice.backend, choice.chosen_by, choice.cpu, rates or "no rates")
 
-    def sibling(self, encoder_tensors: Mapping[str, npt.NDArray[Any]]) -> SentenceEmbedder:
-        """A new embedder with the same settings and other fine-tuned encoder tensors (none: the base)."""
+    def _verified_files(self, location: str) -> dict[str, str]:
+        """Digests of the model folder's files, checked against the pins before the library reads them.
+
+        Raises:
+            ArtifactIntegrityError: a pinned file differs, or the pins cannot be checked (a Hub id).
+        """
+        from model.serving.errors import ArtifactIntegrityError
+
+        folder = Path(location)
+        if folder.is_dir():
+            return verify_model_files(folder, self.pinned_files) if self.pinned_files else model_files(folder)
+        if self.pinned_files:
+            raise ArtifactIntegrityError(
+                f"the model pins the files of its embedding model, but {location} is not a local folder "
+                "whose files can be checked; point the embedding model at a local copy"
+            )
+        return {}
+
+    def sibling(
+        self, encoder_tensors: Mapping[str, npt.NDArray[Any]], pinned_files: Mapping[str, str] | None = None
+    ) -> SentenceEmbedder:
+        """A new embedder with the same settings and other fine-tuned encoder tensors (none: the base).
+
+        `pinned_files` are the new model's pins; by default this embedder's own files stay pinned."""
         return SentenceEmbedder(
             self.model,
             self.backend_ if self.is_loaded else self.backend,  # what `auto` chose: not measured twice
@@ -303,6 +328,7 @@ class SentenceEmbedder:
             self.cache_size,
             self.packing,
             self.pass_workers,
+            pinned_files if pinned_files is not None else (self.ref_.files if self.is_loaded else self.pinned_files),
         )
 
     def fit(self, texts: Sequence[str] | None = None, y: object = None) -> SentenceEmbedder:

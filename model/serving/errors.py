@@ -5,6 +5,7 @@ ModelError
 │   ├── ArtifactNotFoundError
 │   ├── ArtifactIntegrityError   content hash mismatch: tampered or truncated
 │   └── ArtifactMismatchError    built for another embedding model or format
+├── SigningKeyError          a signing or trusted key cannot be read or written
 ├── RegistryError            the model registry (MLflow) cannot be used or a models:/ URI is malformed
 └── DataError                training/evaluation data cannot be read
 """
@@ -30,6 +31,10 @@ class ArtifactIntegrityError(ArtifactError):
 
 class ArtifactMismatchError(ArtifactError):
     """The artifact was built for another embedding model, dimension or format version."""
+
+
+class SigningKeyError(ModelError):
+    """A signing key or trusted public key cannot be read, or would be overwritten."""
 
 
 class DataError(ModelError):

@@ -6,7 +6,7 @@ content words and names that are strong genre cues ("zombie", "Christmas", "docu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -27,6 +27,38 @@ VECTORIZER_OPTIONS: dict[str, Any] = {
     "lowercase": True,
 }
 """Fixed tokenisation; stored in the artifact so serving tokenises exactly like training."""
+
+OPTION_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "sublinear_tf": lambda v: isinstance(v, bool),
+    "lowercase": lambda v: isinstance(v, bool),
+    "stop_words": lambda v: v is None or v == "english",
+    "strip_accents": lambda v: v in (None, "unicode", "ascii"),
+    "ngram_range": lambda v: (
+        isinstance(v, list | tuple) and len(v) == 2 and all(type(n) is int for n in v) and 1 <= v[0] <= v[1] <= 3
+    ),
+}
+"""Every vectorizer option an artifact may set, with the values it may take.
+
+The options go straight into `TfidfVectorizer(**options)`, whose `analyzer`, `tokenizer` or
+`preprocessor` accept callables and whose `token_pattern` is a regular expression run on every
+text: an artifact from outside must not choose those."""
+
+
+def check_options(raw: object) -> dict[str, Any]:
+    """The vectorizer options read back from an artifact, refused unless on the allow-list.
+
+    Raises:
+        ValueError: an option is not allowed, or its value is not.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError("lexical options must be an object")
+    for name, value in raw.items():
+        check = OPTION_CHECKS.get(name)
+        if check is None:
+            raise ValueError(f"lexical option {name!r} is not allowed (allowed: {', '.join(sorted(OPTION_CHECKS))})")
+        if not check(value):
+            raise ValueError(f"lexical option {name}={value!r} is not an allowed value")
+    return dict(raw)
 
 
 @dataclass(frozen=True)
@@ -93,10 +125,13 @@ class LexicalHead:
 
     @classmethod
     def from_parts(cls, metadata: dict[str, Any], tensors: dict[str, npt.NDArray[Any]]) -> LexicalHead:
+        vocabulary = metadata["vocabulary"]
+        if not isinstance(vocabulary, list) or not all(isinstance(term, str) for term in vocabulary):
+            raise ValueError("the lexical vocabulary must be a list of strings")
         return cls(
-            tuple(metadata["vocabulary"]),
+            tuple(vocabulary),
             np.asarray(tensors["lexical.idf"], np.float32),
             np.asarray(tensors["lexical.coef"], np.float32),
             np.asarray(tensors["lexical.intercept"], np.float32),
-            dict(metadata["options"]),
+            check_options(metadata["options"]),
         )

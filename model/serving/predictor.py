@@ -12,9 +12,11 @@ import numpy as np
 
 from model.serving.artifact import ModelArtifact, load_artifact
 from model.serving.embedder import Backend, SentenceEmbedder
-from model.serving.errors import ArtifactMismatchError, ArtifactNotFoundError
+from model.serving.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
 from model.serving.inputs import documents
+from model.serving.pinning import first_difference
 from model.serving.registry import is_registry_uri, materialize, open_source
+from model.serving.signing import NO_KEYS, TrustedKeys
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,20 @@ class Predictor:
                 f"model {artifact.name}@{artifact.version} was trained on {expected.model_id} "
                 f"(dim {expected.dimension}, {expected.revision}) but the embedder is {actual.model_id} "
                 f"(dim {actual.dimension}, {actual.revision})"
+            )
+        # A shared embedder (hot reload, shadow) was checked against its own model's pins when it
+        # loaded; this model's pins must name the same files.
+        difference = first_difference(expected.files, actual.files) if expected.files else None
+        if difference is not None:
+            raise ArtifactIntegrityError(
+                f"model {artifact.name}@{artifact.version}: embedding model file {difference}; refusing to serve it"
+            )
+        if not expected.files:
+            logger.warning(
+                "model %s@%s pins only its embedding weights (trained before every file was pinned); retrain to pin "
+                "the tokenizer, vocabulary and configs too",
+                artifact.name,
+                artifact.version,
             )
 
     @property
@@ -119,6 +135,7 @@ def load_predictor(
     embedding_cache_size: int = 0,
     pass_workers: int = 0,
     packing: bool = True,
+    trusted_keys: TrustedKeys = NO_KEYS,
 ) -> Predictor:
     """Loads a predictor from an artifact folder or the model registry.
 
@@ -134,6 +151,7 @@ def load_predictor(
         embedding_cache_size: distinct texts whose embeddings are remembered (0: off).
         pass_workers: packed passes run at once on CPU (0: one per core, or per `threads`).
         packing: pack texts into shared encoder rows on CPU (see `SentenceEmbedder`).
+        trusted_keys: when any, the artifact must be signed by one of them (`model.serving.signing`).
         embedder: an already loaded embedder to share (hot reload, shadow and canary heads). An
             artifact with other fine-tuned encoder layers gets a sibling embedder (same settings,
             its own layers); one trained on another embedding model is refused.
@@ -144,9 +162,9 @@ def load_predictor(
         location = Path(uri)
         if not location.exists():
             raise ArtifactNotFoundError(f"model location {uri} does not exist")
-    artifact = load_artifact(location)
+    artifact = load_artifact(location, trusted_keys)
     if embedder is not None and embedder.is_loaded and embedder.ref_.revision != artifact.embedding.revision:
-        embedder = embedder.sibling(artifact.encoder)
+        embedder = embedder.sibling(artifact.encoder, artifact.embedding.files)
     if embedder is None:
         embedder = SentenceEmbedder(
             embedding_model or artifact.embedding.model_id,
@@ -158,6 +176,7 @@ def load_predictor(
             cache_size=embedding_cache_size,
             packing=packing,
             pass_workers=pass_workers,
+            pinned_files=artifact.embedding.files,
         )
     predictor = Predictor(artifact, embedder)
     logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)

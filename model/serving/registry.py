@@ -3,7 +3,9 @@
 
 MLflow is imported lazily and only here, so the rest of the package (and a service that serves a
 plain folder) works without it. Every call goes through an explicit `MlflowClient` bound to one
-tracking URI: no process-wide active run or tracking URI is touched.
+tracking URI: no process-wide active run or tracking URI is touched. A tracking URI may carry
+credentials (`https://user:token@host`), so every message that could quote it is passed through
+`redact` first.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from model.serving.artifact import METADATA_FILE, load_artifact
-from model.serving.errors import ArtifactIntegrityError, ArtifactNotFoundError, RegistryError
+from model.serving.errors import ArtifactError, ArtifactIntegrityError, ArtifactNotFoundError, RegistryError
+from model.serving.redaction import redact
+from model.serving.version_cache import DEFAULT_KEEP, NAME, VERSION, VersionCache, check_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -30,7 +32,8 @@ logger = logging.getLogger(__name__)
 SCHEME = "models:/"
 DEFAULT_STORE = Path("mlruns-local")
 """Where the embedded (sqlite) tracking store lives when no tracking URI is given."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+HASH_TAG = "content_hash"
+"""Model version tag holding the artifact's content hash; a version without it is never served."""
 
 
 @dataclass(frozen=True)
@@ -44,20 +47,22 @@ class RegistryRef:
     @classmethod
     def parse(cls, uri: str) -> RegistryRef:
         if not uri.startswith(SCHEME):
-            raise RegistryError(f"{uri!r} is not a registry URI (expected {SCHEME}<name>@<alias> or /<version>)")
+            raise RegistryError(
+                redact(f"{uri!r} is not a registry URI (expected {SCHEME}<name>@<alias> or /<version>)")
+            )
         rest = uri[len(SCHEME) :]
         if "@" in rest:
             name, alias = rest.split("@", 1)
             ref = cls(name, alias=alias)
         elif "/" in rest:
             name, version = rest.split("/", 1)
-            if not version.isdigit():
+            if not VERSION.fullmatch(version):
                 raise RegistryError(f"{uri!r}: a version must be a number")
             ref = cls(name, version=version)
         else:
             raise RegistryError(f"{uri!r}: name an alias (@champion) or a version (/3)")
-        if not _NAME.match(ref.name) or (ref.alias is not None and not _NAME.match(ref.alias)):
-            raise RegistryError(f"{uri!r}: names and aliases use letters, digits, '_', '.', '-'")
+        if not NAME.fullmatch(ref.name) or (ref.alias is not None and not NAME.fullmatch(ref.alias)):
+            raise RegistryError(f"{uri!r}: names and aliases use letters, digits, '_', '.', '-' (at most 128)")
         return ref
 
     def __str__(self) -> str:
@@ -155,11 +160,11 @@ def register(tracking_uri: str, run: LoggedRun, name: str, content_hash: str, al
     """Registers the run's artifact as a new version of `name` (created if missing); moves `alias`
     to it when given. Returns the version number."""
     client = _client(tracking_uri)
-    if not _NAME.match(name) or (alias is not None and not _NAME.match(alias)):
+    if not NAME.fullmatch(name) or (alias is not None and not NAME.fullmatch(alias)):
         raise RegistryError(f"invalid model name or alias: {name!r} / {alias!r}")
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name, description="Movie genre classifier served by genre-consumer")
-    mv = client.create_model_version(name, run.artifact_uri, run_id=run.run_id, tags={"content_hash": content_hash})
+    mv = client.create_model_version(name, run.artifact_uri, run_id=run.run_id, tags={HASH_TAG: content_hash})
     if alias:
         client.set_registered_model_alias(name, alias, mv.version)
     logger.info("registered %s version %s%s", name, mv.version, f" as @{alias}" if alias else "")
@@ -169,7 +174,9 @@ def register(tracking_uri: str, run: LoggedRun, name: str, content_hash: str, al
 class ModelSource(Protocol):
     """Where the served model comes from; the service's watcher polls `probe` and loads `fetch`."""
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        """Where the model comes from, fit for a log line (never a credential)."""
+        ...
 
     def probe(self) -> str | None:
         """A cheap identity of the current version (None when it cannot be read right now)."""
@@ -204,11 +211,17 @@ class FolderSource:
 @dataclass(frozen=True)
 class RegistrySource:
     """A registered model by alias or version; its identity is the version number, so moving the
-    alias is what a watcher sees. Versions are downloaded once into `cache_dir/<name>/<version>`."""
+    alias is what a watcher sees.
+
+    Versions are downloaded once into `cache_dir/<name>/<version>` (see `VersionCache`: replicas may
+    share it; `keep` versions per model stay). A version is served only when its files match the
+    content hash the registry recorded for it (the `content_hash` tag), downloaded or found cached.
+    """
 
     ref: RegistryRef
     tracking_uri: str
     cache_dir: Path
+    keep: int = DEFAULT_KEEP
 
     def describe(self) -> str:
         return str(self.ref)
@@ -220,51 +233,82 @@ class RegistrySource:
                 return client.get_model_version_by_alias(self.ref.name, self.ref.alias)
             return client.get_model_version(self.ref.name, str(self.ref.version))
         except Exception as exc:  # MlflowException for unknown names/aliases; keep the cause
-            raise ArtifactNotFoundError(f"{self.ref} not found in {self.tracking_uri}: {exc}") from exc
+            raise ArtifactNotFoundError(redact(f"{self.ref} not found in {self.tracking_uri}: {exc}")) from exc
 
     def probe(self) -> str | None:
         try:
-            return str(self._version().version)
+            version = str(self._version().version)
         except (ArtifactNotFoundError, OSError) as exc:
-            logger.warning("cannot read %s right now: %s", self.ref, exc)
+            logger.warning("cannot read %s right now: %s", self.ref, redact(str(exc)))
             return None
+        return check_version(version)  # the store's answer names a cache folder: refuse anything else
 
     def fetch(self, identity: str) -> Path:
-        import mlflow.artifacts
+        cache = VersionCache(self.cache_dir, self.keep)
+        target = cache.folder(self.ref.name, identity)  # checked before the store is even asked
+        label = f"{self.ref.name} version {identity}"
+        mv = self._model_version(identity, label)
+        expected = _recorded_hash(mv, label)
+        replace = False
+        if cache.has(target):  # downloaded before, by this process or another replica
+            try:
+                return _verified(target, expected, label)
+            except ArtifactError as exc:
+                logger.warning("cached %s fails verification (%s); downloading it again", label, exc)
+                replace = True
+        try:
+            with cache.staging() as staging:
+                placed = cache.install(
+                    _verified(_download(mv.source, staging, self.tracking_uri), expected, label),
+                    self.ref.name,
+                    identity,
+                    replace=replace,
+                )
+        except OSError as exc:  # the cache folder is not writable, the disk is full...
+            raise RegistryError(f"cannot store {label} in the model cache {self.cache_dir}: {exc}") from exc
+        return target if placed else _verified(target, expected, label)
 
+    def _model_version(self, identity: str, label: str) -> Any:
         try:
             mv = _client(self.tracking_uri).get_model_version(self.ref.name, identity)
         except RegistryError:
             raise
         except Exception as exc:  # MlflowException, connection errors: say which model and store
-            raise ArtifactNotFoundError(
-                f"{self.ref.name} version {identity} not readable from {self.tracking_uri}: {exc}"
-            ) from exc
-        target = self.cache_dir / self.ref.name / str(mv.version)
-        if not (target / METADATA_FILE).is_file():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".download-", dir=self.cache_dir))
-            try:
-                try:
-                    got = Path(
-                        mlflow.artifacts.download_artifacts(
-                            artifact_uri=mv.source, dst_path=str(staging), tracking_uri=self.tracking_uri
-                        )
-                    )
-                except Exception as exc:  # the store's artifact backend failed; keep the cause
-                    raise ArtifactNotFoundError(f"cannot download {self.ref.name} version {mv.version}: {exc}") from exc
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(target, ignore_errors=True)
-                got.rename(target)  # atomic: a reader sees a whole version or none
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        expected = (mv.tags or {}).get("content_hash")
-        actual = load_artifact(target).content_hash  # verifies the files against their own hash
-        if expected and actual != expected:
-            raise ArtifactIntegrityError(
-                f"{self.ref.name} version {mv.version}: artifact hash {actual} differs from the registered {expected}"
+            raise ArtifactNotFoundError(redact(f"{label} not readable from {self.tracking_uri}: {exc}")) from exc
+        if str(mv.version) != identity:
+            raise RegistryError(f"{label}: the store answered with version {str(mv.version)[:40]!r}")
+        return mv
+
+
+def _recorded_hash(mv: Any, label: str) -> str:
+    expected = (mv.tags or {}).get(HASH_TAG)
+    if not expected:
+        raise ArtifactIntegrityError(
+            f"{label} has no {HASH_TAG!r} tag: its files cannot be verified, so it is not served "
+            "(genre-train --register records it)"
+        )
+    return str(expected)
+
+
+def _verified(folder: Path, expected: str, label: str) -> Path:
+    actual = load_artifact(folder).content_hash  # also checks the files against the hash they record
+    if actual != expected:
+        raise ArtifactIntegrityError(f"{label}: artifact hash {actual} differs from the registered {expected}")
+    return folder
+
+
+def _download(source: str, destination: Path, tracking_uri: str) -> Path:
+    """The artifact folder at `source`, downloaded into `destination`."""
+    import mlflow.artifacts
+
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(destination), tracking_uri=tracking_uri
             )
-        return target
+        )
+    except Exception as exc:  # the store's artifact backend failed; keep the (redacted) cause
+        raise ArtifactNotFoundError(redact(f"cannot download {source}: {exc}")) from exc
 
 
 def materialize(source: ModelSource) -> tuple[str, Path]:
@@ -275,12 +319,16 @@ def materialize(source: ModelSource) -> tuple[str, Path]:
     return identity, source.fetch(identity)
 
 
-def open_source(uri: str | Path, tracking_uri: str | None = None, cache_dir: Path | None = None) -> ModelSource:
-    """A folder path or a `models:/` URI (resolved against `tracking_uri`, the local store by default)."""
+def open_source(
+    uri: str | Path, tracking_uri: str | None = None, cache_dir: Path | None = None, *, keep: int = DEFAULT_KEEP
+) -> ModelSource:
+    """A folder path or a `models:/` URI (resolved against `tracking_uri`, the local store by default;
+    `keep` versions per model stay in `cache_dir`)."""
     if is_registry_uri(uri):
         return RegistrySource(
             RegistryRef.parse(str(uri)),
             tracking_uri or local_tracking_uri(),
             cache_dir or Path(tempfile.gettempdir()) / "genre-models",
+            keep,
         )
     return FolderSource(Path(uri))

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from sklearn.model_selection import KFold, train_test_split
 from tqdm import tqdm
 
+from model.serving import signing
 from model.serving.artifact import ModelArtifact, save_artifact, weights_digest
 from model.serving.classifier import DenseHead, best_blend, tune_thresholds_micro
 from model.serving.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
@@ -34,6 +35,7 @@ from model.serving.errors import ModelError
 from model.serving.inputs import add_text_fields_argument, frame_documents
 from model.serving.lexical import LexicalHead
 from model.serving.predictor import Predictor
+from model.serving.redaction import redact
 from model.serving.registry import local_tracking_uri, log_training_run, register
 from model.training.candidates import SERVABLE, CandidateName, Workspace, embed_texts, fit_candidate
 from model.training.cleaning import add_arguments as add_cleaning_arguments
@@ -155,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", action="store_true", help="register the artifact as a new model version")
     p.add_argument("--alias", default=None, help="with --register: move this alias (e.g. champion) to the version")
     p.add_argument("--no-eda", action="store_true", help="skip the EDA report")
+    p.add_argument(
+        "--sign-key",
+        type=Path,
+        default=None,
+        help="Ed25519 private key (PEM, see genre-sign keygen): sign the artifact before it is logged or registered",
+    )
     add_text_fields_argument(p)
     add_cleaning_arguments(p)
     return p
@@ -163,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
     """Trains, saves and tracks; returns the artifact and the registered version (if any)."""
     started = time.perf_counter()
+    # Read before hours of training, so a wrong path fails at once.
+    signer = signing.read_private_key(args.sign_key) if args.sign_key else None
     if args.alias and not args.register:
         raise ModelError("--alias needs --register")
     if (args.register or args.alias) and args.no_tracking:
@@ -235,6 +245,8 @@ def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
         ),
         args.out,
     )
+    if signer is not None:
+        logger.info("signed with key %s", signing.sign(args.out, artifact.content_hash, signer))
     version = None
     if not args.no_tracking:
         version = track(args, artifact, data.describe(), params)
@@ -267,7 +279,7 @@ def track(
             extra_dirs=extra,
             run_name=f"{args.name}-{artifact.version}",
         )
-    logger.info("logged MLflow run %s to %s", run.run_id, args.tracking_uri)
+    logger.info("logged MLflow run %s to %s", run.run_id, redact(args.tracking_uri))
     if not args.register:
         return None
     return register(args.tracking_uri, run, args.name, artifact.content_hash, args.alias)
@@ -281,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         artifact, version = run(args)
     except ModelError as exc:
-        print(f"genre-train: {exc}", file=sys.stderr)
+        print(f"genre-train: {redact(str(exc))}", file=sys.stderr)
         return 2
     holdout = artifact.metrics["holdout"]
     print(
