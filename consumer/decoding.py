@@ -15,6 +15,10 @@ from consumer.records import InputRecord
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 16 * 1024
 MAX_KEY_BYTES = 1024
+CONFLUENT_MAGIC = 0
+CONFLUENT_HEADER_BYTES = 5
+"""Confluent's serializers frame a value as magic byte 0, a 4-byte big-endian schema id, then the
+payload. JSON text never starts with a NUL byte, so the frame is told apart per record."""
 
 
 class OverlongPolicy(StrEnum):
@@ -97,8 +101,18 @@ def decode(record: InputRecord, limits: DecodeLimits) -> DecodedOverview | DeadL
     if failure is not None:
         return failure
     assert record.value is not None  # checked by _check_envelope
+    value = record.value
+    if value[:1] == bytes([CONFLUENT_MAGIC]):
+        if len(value) <= CONFLUENT_HEADER_BYTES:
+            return _fail(
+                record,
+                FailureReason.INVALID_JSON,
+                "FramingError",
+                f"Schema Registry frame of {len(value)} bytes holds no payload",
+            )
+        value = value[CONFLUENT_HEADER_BYTES:]
     try:
-        text = record.value.decode("utf-8")
+        text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _fail(record, FailureReason.INVALID_UTF8, "UnicodeDecodeError", str(exc))
     try:

@@ -61,6 +61,9 @@ class BatchResult:
         return self.outputs + self.shadow_outputs + self.dead_letter_records
 
 
+AfterBatch = Callable[[Sequence[InputRecord], BatchResult, int], BatchResult]
+
+
 class BatchProcessor:
     """Turns a batch of input records into output records and dead letters.
 
@@ -80,6 +83,8 @@ class BatchProcessor:
         service: the service name that dead letters carry.
         max_message_bytes: the size limit of the output and dead-letter topics (the smaller of
             the producer's message.max.bytes and the topics' max.message.bytes).
+        after_batch: sees each batch's records and result with its start (`time.time_ns`) and
+            returns the result to deliver (tracing stamps the outputs' trace context); must not raise.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class BatchProcessor:
         dead_letter_topic: str = "",
         service: str = SERVICE_NAME,
         max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
+        after_batch: AfterBatch | None = None,
     ) -> None:
         self.models = models if isinstance(models, ModelSet) else ModelSet(models)
         self.output_topic = output_topic
@@ -102,6 +108,7 @@ class BatchProcessor:
         self.service = service
         self.max_message_bytes = max_message_bytes
         self._clock = clock
+        self._after_batch = after_batch
 
     @property
     def predictor(self) -> PredictorLike:
@@ -127,6 +134,7 @@ class BatchProcessor:
             ModelBrokenError: the model failed on known-good text too (or on most of the batch).
         """
         models = self.models  # one set for the whole batch, even if a swap is pending
+        started_ns = time.time_ns()
         t0 = self._clock()
         valid: list[DecodedOverview] = []
         dead: list[DeadLetter] = []
@@ -178,7 +186,7 @@ class BatchProcessor:
         for model, start in zip(clocks, before, strict=True):
             for stage, seconds in getattr(model, "stage_seconds", {}).items():
                 timings[stage] = timings.get(stage, 0.0) + seconds - start.get(stage, 0.0)
-        return BatchResult(
+        result = BatchResult(
             outputs,
             served,
             dead,
@@ -187,6 +195,7 @@ class BatchProcessor:
             [(s_served.prediction, s.prediction) for s, s_served in shadow],
             letters,
         )
+        return self._after_batch(records, result, started_ns) if self._after_batch is not None else result
 
     def _shadow(self, models: ModelSet, served: list[Predicted]) -> list[tuple[Predicted, Predicted]]:
         """Shadow predictions of the served records; a shadow failure never affects served outputs."""

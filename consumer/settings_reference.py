@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import textwrap
 import typing
 from enum import Enum
 from pathlib import Path
@@ -83,6 +84,21 @@ def table(cls: type[_EnvSettings]) -> list[str]:
         meaning = (info.description or "").replace("|", "\\|")
         rows.append(f"| {env} | {default_of(info)} | {allowed} | {meaning} |")
     return rows
+
+
+def render_help() -> str:
+    """Every setting as plain text for `genre-consumer --help`: variable, default, meaning."""
+    lines = []
+    for cls in (KafkaSettings, ServiceSettings, ModelSettings):
+        lines += ["", (cls.__doc__ or cls.__name__).removesuffix(".") + ":"]
+        for name, info in cls.model_fields.items():
+            env = " | ".join(env_names(cls, name, info))
+            default = default_of(info).strip("`")
+            allowed = " ; ".join(p for p in (values_of(info.annotation), bounds_of(info)) if p).replace("`", "")
+            lines.append(f"  {env}={'' if default == NO_DEFAULT else default}")
+            meaning = " ".join(p for p in (info.description or "", f"({allowed})" if allowed else "") if p)
+            lines += textwrap.wrap(meaning, 100, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
 
 
 def render() -> str:

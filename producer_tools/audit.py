@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.messages import DeadLetterHeaders
 from consumer.records import normalize_headers
@@ -42,12 +42,15 @@ def read_topic(consumer: Consumer, topic: str, timeout_s: float) -> tuple[list[M
 
     Returns the records and whether the end was reached before the timeout.
     """
-    metadata = consumer.list_topics(topic, timeout=10)
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None:
-        raise KafkaToolError(f"topic {topic} not found: {info.error if info else 'no metadata'}")
-    partitions = sorted(info.partitions)
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None:
+            raise KafkaToolError(f"topic {topic} not found: {info.error if info else 'no metadata'}")
+        partitions = sorted(info.partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    except KafkaException as exc:
+        raise KafkaToolError(f"reading {topic}'s partitions and end offsets: {exc.args[0].str()}") from exc
     pending = {p for p in partitions if ends[p] > 0}
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     out: list[Message] = []

@@ -25,6 +25,8 @@ def create_topics(
         try:
             future.result(timeout=timeout_s)
             created.append(name)
+        except TimeoutError as exc:
+            raise KafkaToolError(f"cannot create topic {name}: no answer from the cluster in {timeout_s:g}s") from exc
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer.decoding import DecodeLimits
 from consumer.metrics import ServiceMetrics
-from consumer.processing import BatchProcessor
+from consumer.processing import AfterBatch, BatchProcessor
 from consumer.routing import ModelSet
 from consumer.service import GenreService, ModelUpdates
 from consumer.settings import KafkaSettings, ServiceSettings
@@ -109,6 +109,7 @@ def running_service(
     name: str = "svc",
     metrics: ServiceMetrics | None = None,
     model_updates: ModelUpdates | None = None,
+    after_batch: AfterBatch | None = None,
 ) -> Iterator[GenreService]:
     """Runs a service in a thread; on exit stops it, joins, and re-raises anything it raised."""
     limits = DecodeLimits(settings.max_value_bytes, settings.max_overview_chars, settings.overlong_policy)
@@ -118,6 +119,7 @@ def running_service(
         limits,
         settings.shadow_output_topic,
         dead_letter_topic=settings.dead_letter_topic,
+        after_batch=after_batch,
     )
     service = GenreService(
         kafka,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -127,3 +128,31 @@ def test_malformed_messages_go_to_the_dlq_and_lose_no_valid_one(
     assert report.missing == 0 and report.duplicated == 0
     assert report.outputs == 200 and report.dead_letters == len(BAD_INPUTS)
     assert report.dead_letter_reasons == {reason: 1 for _, _, reason in sorted(BAD_INPUTS, key=lambda b: b[2])}
+
+
+@pytest.mark.timeout(300)
+def test_schema_registry_framed_json_is_predicted_like_plain_json(
+    kafka: KafkaSettings, make_topics: Callable[..., Topics], predictor: Predictor, real_overviews: pd.DataFrame
+) -> None:
+    """Producers using Confluent's JSON serializer (magic byte + schema id) beside plain JSON producers."""
+    registry_client = pytest.importorskip("confluent_kafka.schema_registry._sync.mock_schema_registry_client")
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    schema = (Path(__file__).parents[2] / "consumer" / "schemas" / "overview.input.schema.json").read_text()
+    serializer = JSONSerializer(schema, registry_client.MockSchemaRegistryClient({"url": "mock://"}))
+    t = make_topics(partitions=2)
+    rows = real_overviews.iloc[3300:3360]
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for row in rows.itertuples():
+        message = {"id": str(row.id), "title": row.title, "overview": row.overview}
+        framed = serializer({**message, "id": f"{row.id}-framed"}, SerializationContext(t.input, MessageField.VALUE))
+        assert framed is not None and framed[0] == 0, "confluent's frame starts with magic byte 0"
+        records += [(str(row.id).encode(), json.dumps(message).encode()), (f"{row.id}-framed".encode(), framed)]
+    with running_service(kafka, service_settings(t), predictor):
+        produce(kafka, t.input, records)
+        report = wait_for(kafka, t, len(records))
+    assert (report.outputs, report.dead_letters, report.missing, report.duplicated) == (len(records), 0, 0, 0)
+    by_id = {o.id: o.genres for o in read_outputs(kafka, t.output, len(records))}
+    for row in rows.itertuples():
+        assert by_id[f"{row.id}-framed"] == by_id[str(row.id)]

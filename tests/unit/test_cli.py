@@ -157,3 +157,21 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as stop:
         main(["--version"], environ={})
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"genre-produce {version('genre-stream')}"
+
+
+def test_consumer_help_lists_every_setting_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from consumer.settings import KafkaSettings, ModelSettings, ServiceSettings
+    from consumer.settings_reference import env_names
+
+    assert consumer_main(["--help"], environ={}) == 0
+    out = capsys.readouterr().out
+    for cls in (KafkaSettings, ServiceSettings, ModelSettings):
+        for name, info in cls.model_fields.items():
+            assert env_names(cls, name, info)[0] in out, name
+    assert "GENRE_BATCH_SIZE=" in out and "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092" in out
+
+
+@pytest.mark.parametrize("argv", [["--bootstrap-servers", "x"], ["-b"], ["--help", "extra"], ["serve"]])
+def test_consumer_refuses_arguments_it_does_not_take(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert consumer_main(argv, environ={}) == EXIT_CONFIG
+    assert "environment variables" in capsys.readouterr().err

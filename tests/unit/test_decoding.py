@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumer.dead_letters import DeadLetter, FailureReason
 from consumer.decoding import DecodedOverview, DecodeLimits, OverlongPolicy, decode
@@ -80,3 +82,29 @@ def test_tombstone_dead_letter_has_empty_value_not_null() -> None:
     letter = decode(rec(None), LIMITS)
     assert isinstance(letter, DeadLetter)
     assert letter.to_output("d", "s", "v").value == b""
+
+
+@given(
+    message=st.fixed_dictionaries(
+        {"overview": st.text(min_size=1).filter(str.strip)},
+        optional={"id": st.text() | st.integers(), "title": st.text()},
+    ),
+    schema_id=st.integers(0, 2**32 - 1),
+)
+def test_a_schema_registry_frame_decodes_like_the_plain_json_inside_it(
+    message: dict[str, object], schema_id: int
+) -> None:
+    plain = json.dumps(message).encode()
+    framed = bytes([0]) + schema_id.to_bytes(4, "big") + plain
+    expected, got = decode(rec(plain), LIMITS), decode(rec(framed), LIMITS)
+    assert type(got) is type(expected)
+    if isinstance(expected, DecodedOverview):
+        assert isinstance(got, DecodedOverview) and (got.message, got.text) == (expected.message, expected.text)
+    else:
+        assert isinstance(got, DeadLetter) and got.reason == expected.reason
+
+
+@pytest.mark.parametrize("value", [b"\x00", b"\x00\x00\x00\x00\x01", b"\x00\x00\x00\x00\x01\x00{}"])
+def test_a_frame_without_a_json_payload_is_a_dead_letter(value: bytes) -> None:
+    out = decode(rec(value), LIMITS)
+    assert isinstance(out, DeadLetter) and out.reason is FailureReason.INVALID_JSON
