@@ -1,4 +1,8 @@
-"""Deployment files (Dockerfile, compose, Prometheus, Grafana, k8s) against their schemas and the service's settings."""
+"""Deployment files (Dockerfile, compose, Prometheus, Grafana, k8s) against their schemas and the service's settings.
+
+k8s/ is a kustomization tree (base, components, overlays): every overlay is rendered, by the minimal renderer of
+tests/deployment/kustomize.py (checked against `kubectl kustomize` where one is installed), and validated.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,11 @@ from pydantic_settings import BaseSettings
 from referencing import Registry, Resource
 
 from consumer import settings as settings_module
+from consumer.dead_letters import FailureReason
 from consumer.metrics import ServiceMetrics
 from consumer.settings import KafkaSettings, ModelSettings, ServiceSettings
 from producer_tools.cli import build_parser
+from tests.deployment import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "tests" / "deployment" / "schemas"
@@ -52,7 +57,6 @@ KEDA_KAFKA_METADATA = {
 K8S_SCHEMAS = {
     ("v1", "Namespace"): "kubernetes/namespace-v1.json",
     ("v1", "ConfigMap"): "kubernetes/configmap-v1.json",
-    ("v1", "Secret"): "kubernetes/secret-v1.json",
     ("v1", "Service"): "kubernetes/service-v1.json",
     ("v1", "PersistentVolumeClaim"): "kubernetes/persistentvolumeclaim-v1.json",
     ("apps/v1", "Deployment"): "kubernetes/deployment-apps-v1.json",
@@ -60,6 +64,13 @@ K8S_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda/scaledobject-keda-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda/triggerauthentication-keda-v1alpha1.json",
 }
+# Kinds of CRDs whose schema no PyPI or npm package ships: checked by the focused schemas below instead.
+MONITORING = "monitoring.coreos.com/v1"
+CORE_GROUPS = {"v1", "apps/v1", "policy/v1"}
+# The overlays docs/deployment.md offers; each adds the component of the same name to k8s/base.
+FEATURE_OVERLAYS = ("overlays/keda", "overlays/model-volume", "overlays/prometheus-operator")
+# Peak RSS of one consumer (docs/performance.md, "peak RSS"), in bytes: what the memory request must cover.
+MEASURED_PEAK_RSS = 1.9e9
 
 
 # ---------------------------------------------------------------- loading
@@ -127,29 +138,44 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {key: "" if value is None else str(value) for key, value in env.items()}
 
 
+def _builds() -> tuple[str, ...]:
+    """Every folder under k8s/ that `kubectl apply -k` takes (Kustomizations; Components only through them)."""
+    return tuple(
+        sorted(
+            path.parent.relative_to(K8S).as_posix()
+            for path in K8S.rglob("kustomization.yaml")
+            if kustomize.kind_of(_load_yaml(path)) == kustomize.KUSTOMIZATION
+        )
+    )
+
+
 @cache
-def _manifests() -> tuple[tuple[str, dict[str, Any]], ...]:
-    docs = []
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        docs.extend((path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
-    return tuple(docs)
+def _rendered(build: str = "base") -> tuple[dict[str, Any], ...]:
+    return tuple(kustomize.build(K8S / build))
 
 
-def _manifest(kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [doc for _, doc in _manifests() if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
-    assert len(found) == 1, f"expected one {kind} {name or ''} in k8s/, found {len(found)}"
+def _components(build: str) -> set[str]:
+    """The components a build includes, as paths relative to k8s/."""
+    folder = (K8S / build).resolve()
+    return {
+        (folder / c).resolve().relative_to(K8S.resolve()).as_posix()
+        for c in kustomize.read(folder).get("components", [])
+    }
+
+
+def _manifest(kind: str, name: str | None = None, build: str = "base") -> dict[str, Any]:
+    found = [doc for doc in _rendered(build) if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''} in k8s/{build}, found {len(found)}"
     return found[0]
 
 
-def _container() -> dict[str, Any]:
-    (container,) = _manifest("Deployment")["spec"]["template"]["spec"]["containers"]
+def _container(build: str = "base") -> dict[str, Any]:
+    (container,) = _manifest("Deployment", build=build)["spec"]["template"]["spec"]["containers"]
     return dict(container)
 
 
-def _configmap() -> dict[str, str]:
-    return {key: str(value) for key, value in _manifest("ConfigMap")["data"].items()}
+def _configmap(build: str = "base") -> dict[str, str]:
+    return {key: str(value) for key, value in _manifest("ConfigMap", build=build)["data"].items()}
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -227,22 +253,90 @@ def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_dockerfile_has_pinned_base_and_both_targets() -> None:
+def _venv_stage(target: str) -> str:
+    """The stage whose /opt/venv a target copies."""
+    (source,) = [
+        re.search(r"--from=(\S+)", args).group(1)  # type: ignore[union-attr]
+        for kw, args in _stage(target)
+        if kw == "COPY" and args.endswith("/opt/venv /opt/venv")
+    ]
+    return source
+
+
+def _own(name: str) -> list[tuple[str, str]]:
+    """Instructions of a stage itself, without those of the stages it builds on."""
+    return _dockerfile()[name][1]
+
+
+def _pip_installs(instructions: list[tuple[str, str]]) -> list[str]:
+    return [cmd.strip() for kw, args in instructions if kw == "RUN" for cmd in args.split("&&") if "pip install" in cmd]
+
+
+def test_dockerfile_has_pinned_base_and_its_targets() -> None:
     stages = _dockerfile()
-    assert {"train", "serve"} <= stages.keys()
+    assert {"train", "serve", "serve-cuda"} <= stages.keys()
     assert list(stages)[-1] == "serve", "serve must be the last stage: a plain `docker build` gives the service"
     for base, _ in stages.values():
         if base in stages:
             continue
         assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), f"base image {base} is not pinned"
     assert _last("train", "ENTRYPOINT") == '["genre-train"]'
-    assert _last("serve", "ENTRYPOINT") == '["genre-consumer"]'
+    for target in ("serve", "serve-cuda"):
+        assert _last(target, "ENTRYPOINT") == '["genre-consumer"]'
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert {"genre-train", "genre-consumer", "genre-produce"} <= scripts.keys()
-    installs = [args for kw, args in _stage("build") if kw == "RUN" and "pip install" in args]
-    assert installs and all(re.search(r"-c constraints\.txt '?\.", args) for args in installs)
+    for target in ("serve", "serve-cuda", "train"):
+        installs = _pip_installs(_stage(_venv_stage(target)))
+        assert installs and all("-c constraints.txt" in cmd for cmd in installs), f"{target}: unpinned pip install"
     # The serving image resolves models:/ URIs, so it carries the registry client (MLflow).
-    assert any("'.[registry]'" in args for args in installs)
+    assert any("'.[registry,onnx]'" in cmd for cmd in _pip_installs(_stage(_venv_stage("serve"))))
+
+
+def test_serve_is_cpu_torch_and_serve_cuda_is_pypis() -> None:
+    build = _venv_stage("serve")
+    (arg,) = [args for kw, args in _stage(build) if kw == "ARG" and args.startswith("TORCH_INDEX_URL=")]
+    assert re.fullmatch(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cpu/?", arg)
+    installs = _pip_installs(_stage(build))
+    # torch alone from that index, then everything else from PyPI around the installed (CPU) torch.
+    torch_only = [i for i, cmd in enumerate(installs) if '--index-url "$TORCH_INDEX_URL"' in cmd]
+    assert torch_only and all("--no-deps" in installs[i] and installs[i].endswith(" torch") for i in torch_only)
+    project = [i for i, cmd in enumerate(installs) if "'.[registry,onnx]'" in cmd]
+    assert max(torch_only) < min(project)
+    assert not any("extra-index-url" in cmd for cmd in installs), (
+        "another index would compete with PyPI for every package"
+    )
+    cuda = _venv_stage("serve-cuda")
+    own = _pip_installs(_own(cuda))
+    assert cuda != build and not any("index-url" in cmd for cmd in own), "serve-cuda takes torch from PyPI"
+    assert any("--force-reinstall" in cmd and cmd.endswith(" torch") for cmd in own)
+    assert any("torch.version.cuda" in args for kw, args in _own(cuda) if kw == "RUN")
+    for keyword in ("USER", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT"):
+        assert _last("serve-cuda", keyword) == _last("serve", keyword)
+    assert _stage_env("serve-cuda").items() >= _stage_env("serve").items()
+
+
+def test_the_registry_client_is_mlflow_skinny() -> None:
+    # The service only reads the registry (MlflowClient, mlflow.artifacts, mlflow.entities): the
+    # client-only mlflow-skinny has them; full MLflow adds its server and UI (~0.4 GB).
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = [re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0] for requirement in extras["registry"]]
+    assert names == ["mlflow-skinny"], f"the registry extra installs {names}"
+
+
+def test_docs_never_invalidate_the_dependency_layer() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {"*.md", "docs"} <= ignored, "README.md and docs/ stay out of the build context"
+    for name in _dockerfile():
+        for kw, args in _own(name):
+            if kw in ("COPY", "ADD"):
+                assert "README" not in args and ".md" not in args, f"stage {name} copies documentation: {args}"
+    build = _own(_venv_stage("serve"))
+    (deps,) = [i for i, (kw, args) in enumerate(build) if kw == "RUN" and "'.[registry,onnx]'" in args]
+    copies = [args.split() for kw, args in build[:deps] if kw == "COPY"]
+    assert copies == [["pyproject.toml", "constraints.txt", "./"]], "only the metadata comes before the dependencies"
+    # setuptools reads pyproject's `readme` at build time: the layer makes an empty one.
+    assert "touch README.md" in build[deps][1]
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"] == "README.md"
 
 
 def test_serve_image_is_non_root_with_healthcheck_and_no_classifier() -> None:
@@ -255,8 +349,8 @@ def test_serve_image_is_non_root_with_healthcheck_and_no_classifier() -> None:
     assert "urllib" in healthcheck and "curl" not in healthcheck and "wget" not in healthcheck
     assert "http://127.0.0.1:{port}/healthz" in healthcheck
     assert f"'GENRE_METRICS_PORT', '{port}'" in healthcheck
-    model_uri = _stage_env("serve")["GENRE_MODEL_URI"]
-    assert model_uri == _environment(_services()["consumer"])["GENRE_MODEL_URI"] == _configmap()["GENRE_MODEL_URI"]
+    # The image's default is a mounted folder, the one the model-volume overlay mounts.
+    assert _stage_env("serve")["GENRE_MODEL_URI"] == _configmap("overlays/model-volume")["GENRE_MODEL_URI"]
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", ".state", ".cache", ".pytest_cache", "model/artifacts"} <= ignored
 
@@ -299,7 +393,79 @@ def _k8s_registry() -> Registry[Any]:
     return Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
 
 
+def _k8s_def(name: str) -> dict[str, str]:
+    return {"$ref": f"https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.{name}"}
+
+
+def _closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+# The Prometheus Operator's CRDs ship in no PyPI or npm package (only as Go sources, or compiled into
+# JavaScript validators), so these focused schemas check what k8s/ sets instead: the fields, types and
+# patterns of the prometheus-operator CRDs monitoring.coreos.com_servicemonitors.yaml (v0.84) and
+# _prometheusrules.yaml (v0.76), closed to unknown fields like kubectl's strict validation. Using a new
+# field means adding it here.
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_HEAD = {"apiVersion": {"const": MONITORING}, "metadata": _k8s_def("ObjectMeta")}
+_ENDPOINT = _closed(
+    {
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "scheme": {"enum": ["http", "https"]},
+        "interval": _DURATION,
+        "scrapeTimeout": _DURATION,
+    }
+)
+_RULE = _closed(
+    {
+        "record": {"type": "string"},
+        "alert": {"type": "string"},
+        "expr": {"type": ["string", "integer"]},
+        "for": _DURATION,
+        "keep_firing_for": _DURATION,
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+    ("expr",),
+) | {"oneOf": [{"required": ["record"]}, {"required": ["alert"]}]}
+_RULE_GROUP = _closed(
+    {
+        "name": {"type": "string", "minLength": 1},
+        "interval": _DURATION,
+        "limit": {"type": "integer"},
+        "rules": {"type": "array", "items": _RULE},
+    },
+    ("name",),
+)
+_SERVICE_MONITOR_SPEC = _closed(
+    {
+        "selector": _k8s_def("LabelSelector"),
+        "namespaceSelector": _closed({"any": {"type": "boolean"}, "matchNames": {"type": "array"}}),
+        "jobLabel": {"type": "string"},
+        "endpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
+    },
+    ("selector", "endpoints"),
+)
+_REQUIRED = ("apiVersion", "kind", "metadata", "spec")
+MONITORING_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ServiceMonitor": _closed(_HEAD | {"kind": {"const": "ServiceMonitor"}, "spec": _SERVICE_MONITOR_SPEC}, _REQUIRED),
+    "PrometheusRule": _closed(
+        _HEAD
+        | {"kind": {"const": "PrometheusRule"}, "spec": _closed({"groups": {"type": "array", "items": _RULE_GROUP}})},
+        _REQUIRED,
+    ),
+}
+
+
 def _k8s_validator(api_version: str, kind: str) -> Draft202012Validator:
+    if api_version == MONITORING:
+        assert kind in MONITORING_SCHEMAS, f"no focused schema for {api_version} {kind}: add one"
+        return Draft202012Validator(MONITORING_SCHEMAS[kind], registry=_k8s_registry())
     relative = K8S_SCHEMAS.get((api_version, kind))
     assert relative is not None, f"no vendored schema for {api_version} {kind}: add it (tests/deployment/schemas)"
     schema = json.loads((SCHEMAS / relative).read_text())
@@ -308,31 +474,196 @@ def _k8s_validator(api_version: str, kind: str) -> Draft202012Validator:
     return Draft202012Validator(schema, registry=_k8s_registry())
 
 
-def _manifest_ids() -> Iterator[str]:
-    for file_name, doc in _manifests():
-        yield f"{file_name}:{doc.get('kind')}"
+@pytest.mark.parametrize("build", _builds())
+def test_every_build_renders_and_matches_the_schemas(build: str) -> None:
+    errors = []
+    for doc in _rendered(build):
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        errors += [
+            f"{where} {error}" for error in _validation_errors(_k8s_validator(doc["apiVersion"], doc["kind"]), doc)
+        ]
+    assert errors == [], f"k8s/{build}:\n" + "\n".join(errors)
 
 
-@pytest.mark.parametrize(("file_name", "doc"), _manifests(), ids=list(_manifest_ids()))
-def test_kubernetes_manifest_matches_its_schema(file_name: str, doc: dict[str, Any]) -> None:
-    errors = _validation_errors(_k8s_validator(doc["apiVersion"], doc["kind"]), doc)
-    assert errors == [], f"{file_name}:\n" + "\n".join(errors)
+def _kustomize_command() -> list[str] | None:
+    if binary := shutil.which("kustomize"):
+        return [binary, "build"]
+    if binary := shutil.which("kubectl"):
+        return [binary, "kustomize"]
+    return None
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    kustomization = _load_yaml(K8S / "kustomization.yaml")
-    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert sorted(kustomization["resources"]) == sorted(files)
-    assert kustomization["namespace"] == _manifest("Namespace")["metadata"]["name"]
-    image, _, tag = _container()["image"].partition(":")
-    assert tag and tag != "latest"
-    assert image in {entry["name"] for entry in kustomization.get("images", [])}
+@pytest.mark.parametrize("build", _builds())
+def test_the_renderer_agrees_with_kustomize(build: str) -> None:
+    command = _kustomize_command()
+    if command is None:
+        pytest.skip("neither kustomize nor kubectl is installed: the test's renderer alone builds the overlays")
+    run = subprocess.run([*command, str(K8S / build)], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    theirs = {kustomize.resource_id(doc): doc for doc in yaml.safe_load_all(run.stdout) if doc}
+    ours = {kustomize.resource_id(doc): doc for doc in _rendered(build)}
+    assert ours == theirs
+
+
+def test_the_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    head = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [cm.yaml]\n"
+    for extra in (
+        "configMapGenerator: [{name: y, literals: [a=b]}]",  # a field it does not implement
+        "patches: [{path: cm.yaml, target: {kind: ConfigMap, name: x}}]",  # a strategic-merge patch
+        "patches: [{target: {kind: ConfigMap, name: z}, patch: '[]'}]",  # a patch that changes nothing
+        "labels: [{pairs: {a: b}, includeSelectors: true}]",
+    ):
+        (tmp_path / "kustomization.yaml").write_text(head + extra + "\n")
+        with pytest.raises(kustomize.UnsupportedError):
+            kustomize.build(tmp_path)
+
+
+def _references(folder: Path) -> set[Path]:
+    """Files a kustomization folder uses, its own and those of the folders it lists."""
+    data = kustomize.read(folder)
+    used = {folder / "kustomization.yaml"}
+    for entry in data.get("resources", []) + data.get("components", []):
+        path = (folder / entry).resolve()
+        used |= _references(path) if path.is_dir() else {path}
+    return used | {(folder / p["path"]).resolve() for p in data.get("patches", []) if "path" in p}
+
+
+def test_every_file_under_k8s_is_used_and_every_feature_has_its_overlay() -> None:
+    used = set().union(*(_references((K8S / build).resolve()) for build in _builds()))
+    unused = sorted(
+        str(p.relative_to(K8S.resolve())) for p in K8S.resolve().rglob("*") if p.is_file() and p not in used
+    )
+    assert unused == [], f"files no kustomization uses: {unused}"
+    assert {"base", *FEATURE_OVERLAYS} <= set(_builds())
+    assert all(build == "base" or build.startswith("overlays/") for build in _builds())
+    base = kustomize.read(K8S / "base")
+    for build in _builds():
+        if build == "base":
+            continue
+        overlay = kustomize.read(K8S / build)
+        assert overlay["resources"] == ["../../base"], f"{build} builds on k8s/base only"
+        assert (overlay["namespace"], overlay["labels"]) == (base["namespace"], base["labels"]), build
+    for overlay in FEATURE_OVERLAYS:
+        assert _components(overlay) == {overlay.replace("overlays/", "components/")}
+    components = {p.parent.relative_to(K8S).as_posix() for p in K8S.glob("components/*/kustomization.yaml")}
+    assert components == set().union(*(_components(build) for build in _builds())), "a component no overlay uses"
+
+
+def test_the_base_needs_no_crd_and_no_build_writes_a_secret() -> None:
+    assert {doc["apiVersion"] for doc in _rendered("base")} <= CORE_GROUPS, "k8s/base must apply without any CRD"
+    for build in _builds():
+        docs, components = _rendered(build), _components(build)
+        kinds = {doc["kind"] for doc in docs}
+        assert "Secret" not in kinds, f"k8s/{build} would overwrite the Secret the user created"
+        namespace = _manifest("Namespace", build=build)["metadata"]["name"]
+        assert all(doc["metadata"].get("namespace") == namespace for doc in docs if doc["kind"] != "Namespace")
+        groups = {doc["apiVersion"] for doc in docs}
+        assert ("keda.sh/v1alpha1" in groups) == ("components/keda" in components), build
+        assert (MONITORING in groups) == ("components/prometheus-operator" in components), build
+        assert ("PersistentVolumeClaim" in kinds) == ("components/model-volume" in components), build
+        image, _, tag = _container(build)["image"].rpartition(":")
+        assert image.endswith(OUR_IMAGE) and tag and tag != "latest", build
 
 
 def test_the_strict_crd_schema_rejects_unknown_fields() -> None:
-    scaled = json.loads(json.dumps(_manifest("ScaledObject")))
+    scaled = json.loads(json.dumps(_manifest("ScaledObject", build="overlays/keda")))
     scaled["spec"]["maxReplicas"] = 6  # a typo of maxReplicaCount
     assert _validation_errors(_k8s_validator("keda.sh/v1alpha1", "ScaledObject"), scaled)
+    monitor = json.loads(json.dumps(_manifest("ServiceMonitor", build="overlays/prometheus-operator")))
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    assert _validation_errors(_k8s_validator(MONITORING, "ServiceMonitor"), monitor)
+
+
+def test_secrets_are_optional_references_the_guide_shows_how_to_create() -> None:
+    container = _container()
+    pod = _manifest("Deployment")["spec"]["template"]["spec"]
+    env_refs = [source["secretRef"] for source in container["envFrom"] if "secretRef" in source]
+    volume_refs = [volume["secret"] for volume in pod["volumes"] if "secret" in volume]
+    assert env_refs and volume_refs
+    assert all(ref.get("optional") is True for ref in env_refs + volume_refs), "a missing Secret must not block pods"
+    guide = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    for name in {ref["name"] for ref in env_refs} | {ref["secretName"] for ref in volume_refs}:
+        assert f"create secret generic {name}" in guide, f"docs/deployment.md shows no command that creates {name}"
+    auth = _manifest("TriggerAuthentication", build="overlays/keda")
+    assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} <= {ref["name"] for ref in env_refs}
+    assert {ref["key"] for ref in auth["spec"]["secretTargetRef"]} <= _setting_names()
+
+
+def _bytes(quantity: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    assert m, f"unsupported quantity {quantity}"
+    factors = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    return float(m.group(1)) * factors.get(m.group(2) or "", 1)
+
+
+def test_memory_covers_the_measured_peak() -> None:
+    performance = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    rows = [line for line in performance.splitlines() if "peak RSS" in line and line.startswith("|")]
+    assert rows, "docs/performance.md lost its peak RSS row"
+    measured = max(float(gb) for gb in re.findall(r"(\d+(?:\.\d+)?) GB", rows[0])) * 1e9
+    assert measured <= MEASURED_PEAK_RSS, "a higher peak was measured: revisit the memory of k8s/base/deployment.yaml"
+    resources = _container()["resources"]
+    request, limit = _bytes(resources["requests"]["memory"]), _bytes(resources["limits"]["memory"])
+    assert request >= MEASURED_PEAK_RSS, "the request must hold the peak, or the scheduler overcommits the node"
+    assert limit >= 1.5 * MEASURED_PEAK_RSS, "headroom for a hot reload (two models at once) before the OOM killer"
+
+
+def test_the_registry_is_the_default_model_source_and_a_volume_the_alternative() -> None:
+    config = _configmap()
+    assert re.fullmatch(r"models:/[\w.-]+@champion", config["GENRE_MODEL_URI"])
+    assert re.match(r"https?://", config["GENRE_MODEL_TRACKING_URI"]), "the image's mlflow-skinny needs a server"
+    pod = _manifest("Deployment")["spec"]["template"]["spec"]
+    assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"])
+    tmp = {m["mountPath"]: m["name"] for m in _container()["volumeMounts"]}["/tmp"]  # the version cache
+    assert any(v["name"] == tmp and "emptyDir" in v for v in pod["volumes"])
+
+    build = "overlays/model-volume"
+    config = _configmap(build)
+    assert "GENRE_MODEL_TRACKING_URI" not in config
+    model_uri = Path(config["GENRE_MODEL_URI"])
+    (mount,) = [m for m in _container(build)["volumeMounts"] if model_uri.is_relative_to(m["mountPath"])]
+    assert mount["readOnly"] is True
+    pod = _manifest("Deployment", build=build)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = _manifest("PersistentVolumeClaim", build=build)
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_trusted_keys_come_from_an_optional_secret_volume() -> None:
+    pod = _manifest("Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "genre-model-keys"]
+    (mount,) = [m for m in _container()["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    assert "GENRE_MODEL_TRUSTED_KEYS" not in _configmap(), "enforced only where the component is added"
+    enforcing = [build for build in _builds() if "components/trusted-keys" in _components(build)]
+    assert enforcing, "no overlay shows how to enforce signatures"
+    for build in enforcing:
+        settings = ModelSettings.from_env(_ours(_configmap(build)))
+        assert settings.trusted_key_paths == (Path(mount["mountPath"]),)
+
+
+def test_prometheus_operator_objects_match_the_service_and_the_rules() -> None:
+    build = "overlays/prometheus-operator"
+    monitor, service = _manifest("ServiceMonitor", build=build), _manifest("Service", build=build)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"] and endpoint["path"] == "/metrics"
+    # Without jobLabel, Prometheus names the job after the Service: the rules must select that job.
+    rules_text = (DEPLOY / "prometheus" / "rules.yml").read_text(encoding="utf-8")
+    assert "jobLabel" not in monitor["spec"]
+    assert set(re.findall(r'job="([^"]+)"', rules_text)) == {service["metadata"]["name"]}
+    rule = ROOT / "k8s" / "components" / "prometheus-operator" / "prometheusrule.yaml"
+    regenerate = f"{rule.relative_to(ROOT)} differs from deploy/prometheus/rules.yml: regenerate it (its header)"
+    assert _manifest("PrometheusRule", build=build)["spec"] == _load_yaml(DEPLOY / "prometheus" / "rules.yml"), (
+        regenerate
+    )
+    indented = "".join("  " + line if line.rstrip("\n") else line for line in rules_text.splitlines(keepends=True))
+    assert rule.read_text(encoding="utf-8").partition("\nspec:\n")[2] == indented, regenerate
+    # The ServiceMonitor scrapes; annotations would make an annotation-discovering Prometheus scrape twice.
+    template = _manifest("Deployment", build=build)["spec"]["template"]
+    assert not any(key.startswith("prometheus.io/") for key in template["metadata"].get("annotations", {}))
 
 
 # ---------------------------------------------------------------- settings the service reads
@@ -355,10 +686,9 @@ def test_setting_names_are_computed_from_the_classes() -> None:
 
 def test_every_configured_variable_is_a_setting_and_valid() -> None:
     names = _setting_names()
-    k8s_env = _configmap() | {key: str(v) for key, v in _manifest("Secret")["stringData"].items()}
     sources = {f"compose service {name}": _environment(s) for name, s in _our_services().items()}
-    sources["k8s ConfigMap + Secret"] = k8s_env
-    sources["Dockerfile serve"] = _stage_env("serve")
+    sources |= {f"k8s/{build} ConfigMap": _configmap(build) for build in _builds()}
+    sources |= {f"Dockerfile {target}": _stage_env(target) for target in ("serve", "serve-cuda")}
     assert {"consumer", "topic-init", "producer"} <= {name.split()[-1] for name in sources}
     for source, env in sources.items():
         unknown = sorted(set(_ours(env)) - names)
@@ -398,7 +728,7 @@ def test_topics_group_and_replicas_agree() -> None:
         assert env.get("GENRE_INPUT_TOPIC", defaults.input_topic) == defaults.input_topic, name
         assert env.get("GENRE_OUTPUT_TOPIC", defaults.output_topic) == defaults.output_topic, name
         assert env.get("GENRE_GROUP_ID", defaults.group_id) == defaults.group_id, name
-    scaled = _manifest("ScaledObject")["spec"]
+    scaled = _manifest("ScaledObject", build="overlays/keda")["spec"]
     (trigger,) = scaled["triggers"]
     meta = trigger["metadata"]
     assert trigger["type"] == "kafka"
@@ -408,7 +738,9 @@ def test_topics_group_and_replicas_agree() -> None:
     assert meta["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
     assert int(meta["lagThreshold"]) > 0
     assert scaled["scaleTargetRef"]["name"] == _manifest("Deployment")["metadata"]["name"]
-    assert trigger["authenticationRef"]["name"] == _manifest("TriggerAuthentication")["metadata"]["name"]
+    assert "replicas" not in _manifest("Deployment")["spec"], "a re-apply would reset KEDA's (or kubectl scale's) count"
+    auth = _manifest("TriggerAuthentication", build="overlays/keda")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     command = _services()["topic-init"]["command"]
     assert _services()["topic-init"]["entrypoint"] == ["genre-produce"] and command[0] == "create-topics"
     partitions = int(command[command.index("--partitions") + 1])
@@ -469,19 +801,11 @@ def test_deployment_probes_shutdown_and_resources() -> None:
     assert {source["configMapRef"]["name"] for source in container["envFrom"] if "configMapRef" in source} == {
         _manifest("ConfigMap")["metadata"]["name"]
     }
-    assert {source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source} == {
-        _manifest("Secret")["metadata"]["name"]
-    }
     labels = spec["template"]["metadata"]["labels"]
     assert spec["selector"]["matchLabels"].items() <= labels.items()
     assert _manifest("Service")["spec"]["selector"].items() <= labels.items()
     assert _manifest("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    mounts = {m["name"]: m for m in container["volumeMounts"]}
-    model_uri = Path(_configmap()["GENRE_MODEL_URI"])
-    (model_mount,) = [m for m in mounts.values() if model_uri.is_relative_to(m["mountPath"])]
-    assert model_mount["readOnly"] is True
-    (volume,) = [v for v in pod["volumes"] if v["name"] == model_mount["name"]]
-    assert volume["persistentVolumeClaim"]["claimName"] == _manifest("PersistentVolumeClaim")["metadata"]["name"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 # ---------------------------------------------------------------- metrics in rules and dashboards
@@ -571,6 +895,29 @@ def test_alert_rules_name_only_exported_metrics() -> None:
     assert 'genre_batches_total{outcome="failed"}' in joined
     assert 'genre_end_to_end_seconds_bucket{le="5.0"}' in joined  # the latency SLO's threshold is a bucket
     assert re.search(r"genre_drift_score > 0\.25\) and \(genre_drift_p_value < 0\.001", joined)
+
+
+def test_every_counter_a_rule_counts_exists_at_zero_from_start_up() -> None:
+    # increase() and rate() need two samples: a labelled child born at 1 (a process's first failed
+    # batch, its first dead letter of a reason) would never count. consumer/metrics.py creates them at 0.
+    registry = CollectorRegistry()
+    ServiceMetrics(registry)
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+    }
+    for rule in _rules():
+        for name, matchers in _selectors(rule["expr"]):
+            if not name.endswith("_total"):
+                continue
+            wanted = {(k, v) for k, v in re.findall(r'(\w+)\s*=\s*"([^"]*)"', matchers) if k not in TARGET_LABELS}
+            children = [labels for (n, labels) in samples if n == name and wanted <= labels]
+            where = f"{rule.get('alert') or rule['record']}: {name}{matchers}"
+            assert children, f"{where} has no series at start-up: create it at 0 in consumer/metrics.py"
+            assert all(samples[(name, labels)] == 0 for labels in children), where
+    reasons = {dict(labels)["reason"] for (n, labels) in samples if n == "genre_dead_letters_total"}
+    assert reasons == {reason.value for reason in FailureReason}
 
 
 def test_every_alert_links_to_its_runbook_section() -> None:

@@ -14,7 +14,6 @@ HERE = Path(__file__).resolve().parent
 K8S_KINDS = (
     "namespace-v1",
     "configmap-v1",
-    "secret-v1",
     "service-v1",
     "persistentvolumeclaim-v1",
     "deployment-apps-v1",
