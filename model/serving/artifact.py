@@ -50,6 +50,15 @@ class ModelArtifact:
     text_fields: tuple[str, ...] = OVERVIEW_ONLY
     """The message fields the model reads (`model.serving.inputs.document`)."""
 
+    @property
+    def allowed_backends(self) -> frozenset[str] | None:
+        """Backends whose held-out parity with fp32 was measured and passed (`metrics.backends`,
+        written by `model.training.backend_parity`); None for a model without that record."""
+        record = self.metrics.get("backends")
+        if not isinstance(record, dict):
+            return None
+        return frozenset(name for name, parity in record.items() if isinstance(parity, dict) and parity.get("allowed"))
+
 
 def _tensors(
     head: DenseHead, encoder: dict[str, np.ndarray] | None = None, lexical: LexicalHead | None = None

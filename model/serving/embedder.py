@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from model.serving import onnx_runtime
 from model.serving.backends import BackendChoice, cache_key, cache_path, choose
 from model.serving.pinning import model_files, verify_model_files
+from model.serving.tuned_layers import apply_encoder_tensors
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from model.serving.packing import RowForward
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,14 @@ class Backend(StrEnum):
     """bfloat16 weights and activations: fast where the CPU has AMX, slow where bf16 is emulated."""
     FP16 = "fp16"
     """Half precision; only on CUDA."""
+    ONNX_FP32 = "onnx-fp32"
+    """ONNX Runtime, fp32 with graph optimisations (CPU, packed rows; `model.serving.onnx_runtime`)."""
+    ONNX_INT8 = "onnx-int8"
+    """ONNX Runtime with int8 weights (dynamic quantization); served only where its parity allows."""
+
+
+LEGACY_ALLOWED = frozenset({"fp32", "bf16"})
+"""What `auto` may choose for a model trained before backend parity was recorded in artifacts."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,8 @@ def resolve_backend(backend: Backend, device: str) -> Backend:
     if backend is not Backend.AUTO:
         if backend is Backend.FP16 and device != "cuda":
             raise ValueError("the fp16 backend needs a CUDA device")
+        if backend.value.startswith("onnx") and device != "cpu":
+            raise ValueError(f"the {backend} backend runs on CPU only")
         return backend
     if device == "cuda":
         return Backend.FP16
@@ -109,41 +122,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-ENCODER_PREFIX = "encoder."
-"""Key prefix of tuned encoder tensors inside the artifact's safetensors file."""
-
-
-def encoder_digest(tensors: Mapping[str, npt.NDArray[Any]]) -> str:
-    """Identity of a set of tuned encoder tensors (part of the embedding revision)."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(tensors[key]).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def apply_encoder_tensors(st: SentenceTransformer, tensors: Mapping[str, npt.NDArray[Any]]) -> str:
-    """Loads fine-tuned encoder tensors over the model in place; returns their digest.
-
-    Raises:
-        ArtifactMismatchError: a tensor names no parameter of this encoder, or its shape differs.
-    """
-    import torch
-
-    from model.serving.errors import ArtifactMismatchError
-
-    module = cast("torch.nn.Module", st[0].auto_model)
-    state = module.state_dict()
-    update = {}
-    for key, array in tensors.items():
-        name = key.removeprefix(ENCODER_PREFIX)
-        if name not in state or tuple(state[name].shape) != tuple(array.shape):
-            raise ArtifactMismatchError(f"fine-tuned tensor {key} {array.shape} does not fit this embedding model")
-        update[name] = torch.from_numpy(np.asarray(array, np.float32)).to(state[name].dtype)
-    module.load_state_dict(update, strict=False)
-    return encoder_digest(dict(tensors))
 
 
 class SentenceEmbedder:
@@ -188,6 +166,7 @@ class SentenceEmbedder:
         packing: bool = True,
         pass_workers: int = 0,
         pinned_files: Mapping[str, str] | None = None,
+        allowed_backends: Collection[str] | None = None,
     ) -> None:
         self.model = model
         self.backend = Backend(backend)
@@ -197,6 +176,7 @@ class SentenceEmbedder:
         self.threads = threads
         self.encoder_tensors = dict(encoder_tensors or {})
         self.pinned_files = dict(pinned_files or {})
+        self.allowed_backends = frozenset(allowed_backends) if allowed_backends is not None else LEGACY_ALLOWED
         self._memo: tuple[tuple[str, ...], npt.NDArray[np.float32]] | None = None
         self._memo_lock = threading.Lock()
         self.cache_size = cache_size
@@ -220,7 +200,7 @@ class SentenceEmbedder:
         measure = self.backend is Backend.AUTO and device == "cpu"
         # `auto` on CPU loads fp32 (the reference) and measures the others from it.
         backend = Backend.FP32 if measure else resolve_backend(self.backend, device)
-        dtype = {Backend.FP32: torch.float32, Backend.BF16: torch.bfloat16, Backend.FP16: torch.float16}[backend]
+        dtype = {Backend.BF16: torch.bfloat16, Backend.FP16: torch.float16}.get(backend, torch.float32)
         local = Path(location).is_dir()
         files = self._verified_files(location)
         st = SentenceTransformer(location, device=device, local_files_only=local, model_kwargs={"torch_dtype": dtype})
@@ -245,6 +225,12 @@ class SentenceEmbedder:
                 self.workers_, thread_name_prefix="encode", initializer=torch.set_num_threads, initargs=(share,)
             )
         self.backend_choice_: BackendChoice | None = None
+        self.forward_: RowForward | None = None
+        """Where packed rows run when not on the torch encoder (an ONNX Runtime session)."""
+        if backend.value.startswith("onnx"):
+            if not self.packing_:
+                raise ValueError(f"the {backend} backend runs packed rows; packing is off or does not fit this model")
+            self.forward_ = self._onnx_rows(backend.value, revision)
         if measure:
             self._choose_backend(revision)
         threads = torch.get_num_threads()
@@ -279,19 +265,35 @@ class SentenceEmbedder:
                 copies.append(copy.deepcopy(fp32).to(torch.bfloat16))
             return self._encode_with(copies[0], texts)
 
-        runners: dict[str, Callable[[list[str]], object]] = {
-            Backend.FP32.value: partial(self._encode_with, fp32),
-            Backend.BF16.value: bf16,
-        }
+        runners: dict[str, Callable[[list[str]], object]] = {Backend.FP32.value: partial(self._encode_with, fp32)}
+        if Backend.BF16.value in self.allowed_backends:
+            runners[Backend.BF16.value] = bf16
+        sessions: dict[str, RowForward] = {}  # an ONNX session, made only when measured (or chosen)
+        for variant in onnx_runtime.VARIANTS:
+            if variant in self.allowed_backends and self.packing_ and onnx_runtime.available():
+
+                def run(texts: Sequence[str], variant: str = variant) -> npt.NDArray[np.float32]:
+                    if variant not in sessions:
+                        sessions[variant] = self._onnx_rows(variant, revision)
+                    return self._encode_with(fp32, texts, sessions[variant])
+
+                runners[variant] = run
         setup = f"threads={torch.get_num_threads()},workers={self.workers_},packing={self.packing_},seq={self.max_seq_length}"
         choice = choose(runners, cache_key(revision, setup, torch.__version__), cache_path())
         if choice.backend == Backend.BF16.value:
             # A cached choice made no copy: the fp32 model is converted in place, as it is not needed.
             self.model_ = copies[0] if copies else fp32.to(torch.bfloat16)
+        if choice.backend.startswith("onnx"):
+            self.forward_ = sessions.get(choice.backend) or self._onnx_rows(choice.backend, revision)
         self.backend_ = Backend(choice.backend)
         self.backend_choice_ = choice
         rates = ", ".join(f"{name} {rate:.0f}/s" for name, rate in choice.rates.items())
         logger.info("backend %s (%s on %s: %s)", choice.backend, choice.chosen_by, choice.cpu, rates or "no rates")
+
+    def _onnx_rows(self, variant: str, revision: str) -> RowForward:
+        """An ONNX Runtime session of the loaded encoder (exported and cached on first use)."""
+        threads = max(1, (self.threads or available_cpus()) // self.workers_)
+        return onnx_runtime.checked_rows(self.model_, revision, variant, threads)
 
     def _verified_files(self, location: str) -> dict[str, str]:
         """Digests of the model folder's files, checked against the pins before the library reads them.
@@ -329,6 +331,7 @@ class SentenceEmbedder:
             self.packing,
             self.pass_workers,
             pinned_files if pinned_files is not None else (self.ref_.files if self.is_loaded else self.pinned_files),
+            self.allowed_backends,
         )
 
     def fit(self, texts: Sequence[str] | None = None, y: object = None) -> SentenceEmbedder:
@@ -377,13 +380,15 @@ class SentenceEmbedder:
         return out
 
     def _encode(self, texts: tuple[str, ...]) -> npt.NDArray[np.float32]:
-        return self._encode_with(self.model_, texts)
+        return self._encode_with(self.model_, texts, self.forward_)
 
-    def _encode_with(self, st: SentenceTransformer, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def _encode_with(
+        self, st: SentenceTransformer, texts: Sequence[str], forward: RowForward | None = None
+    ) -> npt.NDArray[np.float32]:
         if self.packing_:
             from model.serving.packing import encode_packed
 
-            vectors = encode_packed(st, texts, pool=self._pool, workers=self.workers_)
+            vectors = encode_packed(st, texts, pool=self._pool, workers=self.workers_, forward=forward)
         else:
             vectors = st.encode(
                 list(texts),

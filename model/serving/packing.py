@@ -13,7 +13,7 @@ model is left to sentence-transformers' own batching.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +119,10 @@ def tokenizer(st: SentenceTransformer) -> Any:
     return getattr(transformer, "preprocess", None) or transformer.tokenize
 
 
+RowForward = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+"""(input_ids, additive fp32 mask, position_ids) of some packed rows -> their last hidden states."""
+
+
 def encode_packed(
     st: SentenceTransformer,
     texts: Sequence[str],
@@ -126,12 +130,14 @@ def encode_packed(
     rows_per_pass: int = ROWS_PER_PASS,
     pool: Executor | None = None,
     workers: int = 1,
+    forward: RowForward | None = None,
 ) -> npt.NDArray[np.float32]:
     """Unit-length mean-pooled embeddings of `texts`, computed in packed rows.
 
     Tokenization is sentence-transformers' own (same truncation and special tokens), so each text's
     tokens are exactly those it would have been encoded with. With a `pool` of `workers` threads the
     passes run concurrently, and a batch of few rows is split so that every worker gets a pass.
+    `forward` runs the rows on another runtime (ONNX Runtime) instead of the torch encoder.
     """
     import torch
 
@@ -148,6 +154,10 @@ def encode_packed(
     chunks = [rows[start : start + per_pass] for start in range(0, len(rows), per_pass)]
 
     def run(chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        if forward is not None:
+            batch = _row_tensors(chunk, ids, lengths, torch.float32)
+            hidden = forward(batch["input_ids"], batch["mask"], batch["position_ids"])
+            return batch["owner"].reshape(-1), hidden.reshape(-1, hidden.shape[-1]).float()
         batch = _row_tensors(chunk, ids, lengths, module.dtype)
         with torch.inference_mode():
             hidden = module(

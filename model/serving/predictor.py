@@ -177,6 +177,7 @@ def load_predictor(
             packing=packing,
             pass_workers=pass_workers,
             pinned_files=artifact.embedding.files,
+            allowed_backends=artifact.allowed_backends,
         )
     predictor = Predictor(artifact, embedder)
     logger.info("serving %s@%s (%s)", artifact.name, artifact.version, predictor.backend)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from model.serving.classifier import DenseHead
-from model.serving.embedder import ENCODER_PREFIX
+from model.serving.tuned_layers import ENCODER_PREFIX
 
 if TYPE_CHECKING:
     import torch

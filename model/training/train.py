@@ -37,6 +37,7 @@ from model.serving.lexical import LexicalHead
 from model.serving.predictor import Predictor
 from model.serving.redaction import redact
 from model.serving.registry import local_tracking_uri, log_training_run, register
+from model.training import backend_parity
 from model.training.candidates import SERVABLE, CandidateName, Workspace, embed_texts, fit_candidate
 from model.training.cleaning import add_arguments as add_cleaning_arguments
 from model.training.cleaning import config_from_args
@@ -245,6 +246,8 @@ def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
         ),
         args.out,
     )
+    # Which backends may serve it, judged on its held-out split; part of what is hashed and signed.
+    artifact = backend_parity.record(args.out, data)
     if signer is not None:
         logger.info("signed with key %s", signing.sign(args.out, artifact.content_hash, signer))
     version = None

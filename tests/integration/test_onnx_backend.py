@@ -1,0 +1,89 @@
+"""ONNX Runtime backends on the real encoder: same embeddings, chosen only where parity allows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.serving import onnx_runtime
+from model.serving.artifact import load_artifact, save_artifact
+from model.serving.backends import sample_texts
+from model.serving.embedder import Backend, SentenceEmbedder
+from model.serving.predictor import DEFAULT_ARTIFACT, load_predictor
+
+pytestmark = pytest.mark.skipif(not onnx_runtime.available(), reason="onnxruntime is part of the dev install")
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "genre-stream" / "onnx"
+
+
+def cosine_to_fp32(embedder: SentenceEmbedder, texts: list[str]) -> np.ndarray:
+    reference = SentenceEmbedder(backend="fp32", device="cpu").load()
+    return (reference.transform(texts) * embedder.transform(texts)).sum(axis=1)
+
+
+def test_onnx_fp32_reproduces_the_torch_encoder_and_int8_stays_close(cache: Path) -> None:
+    texts = sample_texts(48)
+    fp32 = SentenceEmbedder(backend="onnx-fp32", device="cpu").load()
+    assert fp32.backend_ is Backend.ONNX_FP32 and fp32.forward_ is not None
+    assert float(cosine_to_fp32(fp32, texts).min()) > 0.9999
+    int8 = SentenceEmbedder(backend="onnx-int8", device="cpu").load()
+    cosine = cosine_to_fp32(int8, texts)
+    print(f"\nonnx-int8 vs fp32 on {len(texts)} texts: mean {cosine.mean():.4f}, min {cosine.min():.4f}")
+    assert float(cosine.mean()) >= 0.99
+    assert sorted(p.name.rsplit("-", 1)[1] for p in cache.glob("*.onnx")) == ["fp32.onnx", "int8.onnx"]
+    assert cache.stat().st_mode & 0o077 == 0, "the export cache is its owner's only"
+
+
+def test_a_changed_file_in_the_export_cache_is_replaced_not_served(cache: Path) -> None:
+    SentenceEmbedder(backend="onnx-fp32", device="cpu").load()
+    [exported] = cache.glob("*-fp32.onnx")
+    # Someone swaps the cached graph for another model's (here: the int8 one, a valid but different graph).
+    int8 = SentenceEmbedder(backend="onnx-int8", device="cpu").load()
+    assert int8.forward_ is not None
+    [quantized] = cache.glob("*-int8.onnx")
+    swapped = quantized.read_bytes()
+    exported.write_bytes(swapped)
+    again = SentenceEmbedder(backend="onnx-fp32", device="cpu").load()
+    assert float(cosine_to_fp32(again, sample_texts(16)).min()) > 0.9999
+    assert exported.read_bytes() != swapped, "the swapped file was exported again"
+
+
+def test_auto_measures_only_the_backends_the_models_parity_allows(cache: Path, tmp_path: Path) -> None:
+    artifact_dir = tmp_path / "artifact"
+    shutil.copytree(DEFAULT_ARTIFACT, artifact_dir)
+    base = load_artifact(artifact_dir)
+    parity = {
+        "fp32": {"allowed": True},
+        "bf16": {"allowed": False},
+        "onnx-fp32": {"allowed": True},
+        "onnx-int8": {"allowed": False},
+    }
+    save_artifact(base.__class__(**{**base.__dict__, "metrics": {**base.metrics, "backends": parity}}), artifact_dir)
+    predictor = load_predictor(artifact_dir, backend="auto", device="cpu")
+    choice = predictor.embedder.backend_choice_
+    assert choice is not None
+    assert set(choice.rates) == {"fp32", "onnx-fp32"}, choice.rates
+    assert choice.backend in {"fp32", "onnx-fp32"}
+    print(f"\nauto among fp32 and onnx-fp32 on {choice.cpu}: {choice.backend} {json.dumps(choice.rates)}")
+
+
+def test_the_committed_model_records_parity_for_every_cpu_backend() -> None:
+    """Written by `python -m model.training.backend_parity --write` (and by genre-train)."""
+    artifact = load_artifact(DEFAULT_ARTIFACT)
+    record = artifact.metrics["backends"]
+    assert {"fp32", "bf16", "onnx-fp32", "onnx-int8"} <= set(record)
+    for name in ("fp32", "bf16", "onnx-fp32", "onnx-int8"):
+        parity = record[name]
+        rule = abs(parity["delta_f1"]) <= 0.005 and parity["mean_cosine"] >= 0.99
+        assert parity["allowed"] is rule, name
+        assert parity["min_cosine"] <= parity["p1_cosine"] <= parity["mean_cosine"] <= 1.0
+    assert record["fp32"]["micro_f1"] == pytest.approx(artifact.metrics["holdout"]["micro_f1"], abs=0.003)
+    assert artifact.allowed_backends == frozenset(n for n, p in record.items() if isinstance(p, dict) and p["allowed"])
