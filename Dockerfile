@@ -36,7 +36,7 @@ COPY pyproject.toml constraints.txt ./
 RUN pip install --no-cache-dir --no-deps ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -c constraints.txt torch \
  && mkdir consumer model producer_tools \
  && touch README.md consumer/__init__.py model/__init__.py producer_tools/__init__.py \
- && pip install --no-cache-dir -c constraints.txt '.[registry,onnx]' \
+ && pip install --no-cache-dir -c constraints.txt '.[registry,onnx,schema-registry]' \
  && pip uninstall --yes genre-stream \
  && pip check
 COPY consumer ./consumer

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,11 +32,18 @@ class OverlongPolicy(StrEnum):
     """Send it to the dead-letter topic with reason overview_too_long."""
 
 
+SchemaCheck = Callable[[int, dict[str, Any]], str | None]
+"""(registered schema id, payload) -> how the payload violates that schema, or None."""
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
     max_value_bytes: int = 64 * 1024
     max_overview_chars: int = 10_000
     overlong_policy: OverlongPolicy = OverlongPolicy.TRUNCATE
+    registered_schema: SchemaCheck | None = None
+    """Checks a Schema Registry framed payload against the schema its frame names
+    (`consumer.schema_registry`); None: framed payloads are checked by the input model only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,7 @@ def decode(record: InputRecord, limits: DecodeLimits) -> DecodedOverview | DeadL
         return failure
     assert record.value is not None  # checked by _check_envelope
     value = record.value
+    schema_id: int | None = None
     if value[:1] == bytes([CONFLUENT_MAGIC]):
         if len(value) <= CONFLUENT_HEADER_BYTES:
             return _fail(
@@ -110,6 +120,7 @@ def decode(record: InputRecord, limits: DecodeLimits) -> DecodedOverview | DeadL
                 "FramingError",
                 f"Schema Registry frame of {len(value)} bytes holds no payload",
             )
+        schema_id = int.from_bytes(value[1:CONFLUENT_HEADER_BYTES], "big")
         value = value[CONFLUENT_HEADER_BYTES:]
     try:
         text = value.decode("utf-8")
@@ -125,6 +136,10 @@ def decode(record: InputRecord, limits: DecodeLimits) -> DecodedOverview | DeadL
         return _fail(
             record, FailureReason.NOT_AN_OBJECT, "TypeError", f"expected a JSON object, got {type(payload).__name__}"
         )
+    if schema_id is not None and limits.registered_schema is not None:
+        violation = limits.registered_schema(schema_id, payload)
+        if violation is not None:
+            return _fail(record, FailureReason.SCHEMA_VIOLATION, "RegisteredSchemaError", violation)
     try:
         message = OverviewMessage.model_validate(payload)
     except ValidationError as exc:

@@ -117,6 +117,12 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.schema_registry_errors = Counter(
+            "schema_registry_errors",
+            "Registered schemas that could not be fetched; their records were checked by the input model only",
+            namespace=ns,
+            registry=registry,
+        )
         self.predictions_by_model = Counter(
             "predictions_by_model",
             "Predictions per model version and role",

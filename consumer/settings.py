@@ -242,6 +242,14 @@ class ServiceSettings(_EnvSettings):
         default=5.0, gt=0, le=300, description="seconds a client has to send a whole request (and per response write)"
     )
     log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line")
+    schema_registry_url: str = Field(
+        default="",
+        description="Schema Registry URL: Confluent-framed inputs must also match the schema their frame names "
+        "(dead letter schema_violation); empty: framed inputs are checked by the input model only",
+    )
+    schema_registry_auth: SecretStr | None = Field(
+        default=None, description="user:password for the Schema Registry (a secret: never logged)"
+    )
     tracing: bool = Field(
         default=False,
         description="OpenTelemetry spans per batch and record, continuing the inputs' traceparent headers "

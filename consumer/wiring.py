@@ -16,6 +16,7 @@ from consumer.metrics import ServiceMetrics
 from consumer.processing import BatchProcessor
 from consumer.reload import ModelWatcher
 from consumer.routing import ModelSet
+from consumer.schema_registry import RegisteredSchemas
 from consumer.service import GenreService
 from consumer.settings import Settings
 from consumer.tracing import BatchTracer, service_tracer
@@ -62,8 +63,8 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         canary_by=m.canary_by,
     )
     s = settings.service
-    limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy)
     metrics = ServiceMetrics(registry, drift=DriftMonitor(champion.artifact.reference, champion.labels))
+    limits = DecodeLimits(s.max_value_bytes, s.max_overview_chars, s.overlong_policy, _schemas(settings, metrics))
     metrics.set_backend(champion.backend, champion.embedder.backend_choice_)
     processor = BatchProcessor(
         models,
@@ -81,6 +82,19 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         settings.kafka, s, processor, metrics, txn_id, model_updates=watcher, after_model_swap=freeze_loaded_objects
     )
     return service, watcher
+
+
+def _schemas(settings: Settings, metrics: ServiceMetrics) -> RegisteredSchemas | None:
+    s = settings.service
+    if not s.schema_registry_url:
+        return None
+    auth = s.schema_registry_auth.get_secret_value() if s.schema_registry_auth else ""
+    try:
+        return RegisteredSchemas.connect(s.schema_registry_url, auth, on_unavailable=metrics.schema_registry_errors.inc)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"GENRE_SCHEMA_REGISTRY_URL needs the schema-registry extra: pip install 'genre-stream[schema-registry]' ({exc})"
+        ) from exc
 
 
 def _tracer() -> BatchTracer:

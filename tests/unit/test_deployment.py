@@ -289,7 +289,7 @@ def test_dockerfile_has_pinned_base_and_its_targets() -> None:
         installs = _pip_installs(_stage(_venv_stage(target)))
         assert installs and all("-c constraints.txt" in cmd for cmd in installs), f"{target}: unpinned pip install"
     # The serving image resolves models:/ URIs, so it carries the registry client (MLflow).
-    assert any("'.[registry,onnx]'" in cmd for cmd in _pip_installs(_stage(_venv_stage("serve"))))
+    assert any("'.[registry,onnx,schema-registry]'" in cmd for cmd in _pip_installs(_stage(_venv_stage("serve"))))
 
 
 def test_serve_is_cpu_torch_and_serve_cuda_is_pypis() -> None:
@@ -300,7 +300,7 @@ def test_serve_is_cpu_torch_and_serve_cuda_is_pypis() -> None:
     # torch alone from that index, then everything else from PyPI around the installed (CPU) torch.
     torch_only = [i for i, cmd in enumerate(installs) if '--index-url "$TORCH_INDEX_URL"' in cmd]
     assert torch_only and all("--no-deps" in installs[i] and installs[i].endswith(" torch") for i in torch_only)
-    project = [i for i, cmd in enumerate(installs) if "'.[registry,onnx]'" in cmd]
+    project = [i for i, cmd in enumerate(installs) if "'.[registry,onnx,schema-registry]'" in cmd]
     assert max(torch_only) < min(project)
     assert not any("extra-index-url" in cmd for cmd in installs), (
         "another index would compete with PyPI for every package"
@@ -331,7 +331,7 @@ def test_docs_never_invalidate_the_dependency_layer() -> None:
             if kw in ("COPY", "ADD"):
                 assert "README" not in args and ".md" not in args, f"stage {name} copies documentation: {args}"
     build = _own(_venv_stage("serve"))
-    (deps,) = [i for i, (kw, args) in enumerate(build) if kw == "RUN" and "'.[registry,onnx]'" in args]
+    (deps,) = [i for i, (kw, args) in enumerate(build) if kw == "RUN" and "'.[registry,onnx,schema-registry]'" in args]
     copies = [args.split() for kw, args in build[:deps] if kw == "COPY"]
     assert copies == [["pyproject.toml", "constraints.txt", "./"]], "only the metadata comes before the dependencies"
     # setuptools reads pyproject's `readme` at build time: the layer makes an empty one.
