@@ -28,6 +28,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from consumer.__main__ import bound_openmp_spinning
 from consumer.settings import KafkaSettings
+from model.serving.backends import cpu_identity
 from model.serving.embedder import Backend, SentenceEmbedder
 from model.serving.predictor import load_predictor
 from producer_tools import clients
@@ -410,12 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = latency_points(kafka, args.latency_only, workdir)
         (workdir / "latency.json").write_text(json.dumps(points))
         return 0
+    cpu, flags = cpu_identity()
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        # Numbers from different CPUs must never be mixed up: the model and the flags that pick kernels.
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu, "flags": list(flags), "python": platform.python_version()},
     }
     sample = texts(2_000 if not args.quick else 500)
     log("== bare model (in process)")

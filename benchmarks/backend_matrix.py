@@ -1,0 +1,124 @@
+"""Backend x CPU matrix: every backend's bare rate here, its held-out parity, and what `auto` picks.
+
+Each cell runs in a fresh process, so oneDNN and MKL read `ONEDNN_MAX_CPU_ISA` and
+`MKL_ENABLE_INSTRUCTIONS` before torch loads: the emulated rows show torch's backends as they run on
+an older CPU (AVX2 only; AVX-512 without bf16 or VNNI). ONNX Runtime's kernels cannot be held back that way, so the emulated rows leave its backends
+out rather than mix a native ONNX rate into an emulated row. Every result records the CPU model and
+flags of the machine it ran on.
+
+    python -m benchmarks.backend_matrix --out benchmarks/results   # ~3 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS: dict[str, dict[str, Any]] = {
+    "native": {"env": {}, "backends": ["fp32", "bf16", "onnx-fp32", "onnx-int8"]},
+    "emulated AVX512_CORE (no bf16, no VNNI)": {
+        "env": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+        "backends": ["fp32", "bf16"],
+    },
+    "emulated AVX2": {"env": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "backends": ["fp32", "bf16"]},
+}
+N_TEXTS = 1024
+BATCH = 256
+
+
+def cell(backend: str) -> dict[str, Any]:
+    """One backend's bare rate (embed + classify, packed rows, batches of 256), in this process."""
+    from benchmarks.bench import texts
+    from consumer.__main__ import bound_openmp_spinning
+
+    bound_openmp_spinning()
+    from model.serving.predictor import load_predictor
+
+    sample = texts(N_TEXTS)
+    overviews, titles = [m["overview"] for m in sample], [m["title"] for m in sample]
+    started = time.perf_counter()
+    predictor = load_predictor(backend=backend, device="cpu")
+    load_s = time.perf_counter() - started
+    predictor.predict(overviews[:64], titles[:64])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(overviews), BATCH):
+        predictor.predict(overviews[start : start + BATCH], titles[start : start + BATCH])
+    out: dict[str, Any] = {
+        "backend": predictor.backend,
+        "overviews_per_s": round(len(overviews) / (time.perf_counter() - started), 1),
+        "load_s": round(load_s, 1),
+    }
+    choice = predictor.embedder.backend_choice_
+    if choice is not None:
+        out["auto"] = {"chosen": choice.backend, "by": choice.chosen_by, "sample_rates": choice.rates}
+    return out
+
+
+def run_cell(backend: str, env: dict[str, str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as cache:  # auto measures afresh: no choice cached from another row
+        completed = subprocess.run(
+            [sys.executable, "-m", "benchmarks.backend_matrix", "--cell", backend],
+            env={**os.environ, **env, "XDG_CACHE_HOME": cache},
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    if completed.returncode != 0:
+        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed"}
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def matrix() -> dict[str, Any]:
+    from model.serving.artifact import load_artifact
+    from model.serving.backends import cpu_identity
+    from model.serving.predictor import DEFAULT_ARTIFACT
+
+    cpu, flags = cpu_identity()
+    parity = load_artifact(DEFAULT_ARTIFACT).metrics.get("backends", {})
+    out: dict[str, Any] = {"cpu": cpu, "flags": list(flags), "cores": os.cpu_count(), "rows": {}}
+    print(f"CPU {cpu}, flags {', '.join(flags)}, {os.cpu_count()} cores", flush=True)
+    for row, spec in ROWS.items():
+        cells: dict[str, Any] = {}
+        for backend in [*spec["backends"], "auto"]:
+            if backend == "auto" and row != "native":
+                continue  # auto would also time ONNX Runtime at its native speed: not an emulation
+            cells[backend] = run_cell(backend, spec["env"])
+            recorded = parity.get(backend, {})
+            if isinstance(recorded, dict) and recorded:
+                cells[backend]["parity"] = {k: recorded[k] for k in ("delta_f1", "mean_cosine", "allowed")}
+            print(f"  {row:<40} {backend:<10} {json.dumps(cells[backend])}", flush=True)
+        fp32 = cells.get("fp32", {}).get("overviews_per_s")
+        if fp32:
+            for result in cells.values():
+                if "overviews_per_s" in result:
+                    result["vs_fp32"] = round(result["overviews_per_s"] / fp32, 2)
+        out["rows"][row] = cells
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.backend_matrix", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--cell", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.cell:
+        print(json.dumps(cell(args.cell)))
+        return 0
+    result = matrix()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "backend_matrix.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out / 'backend_matrix.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
