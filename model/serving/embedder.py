@@ -278,7 +278,11 @@ class SentenceEmbedder:
                     return self._encode_with(fp32, texts, sessions[variant])
 
                 runners[variant] = run
-        setup = f"threads={torch.get_num_threads()},workers={self.workers_},packing={self.packing_},seq={self.max_seq_length}"
+        # The candidates are part of the key: a choice made among fewer backends is not one among these.
+        setup = (
+            f"threads={torch.get_num_threads()},workers={self.workers_},packing={self.packing_},"
+            f"seq={self.max_seq_length},candidates={'+'.join(sorted(runners))}"
+        )
         choice = choose(runners, cache_key(revision, setup, torch.__version__), cache_path())
         if choice.backend == Backend.BF16.value:
             # A cached choice made no copy: the fp32 model is converted in place, as it is not needed.

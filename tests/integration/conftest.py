@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,6 +26,7 @@ from model.serving.predictor import Predictor, load_predictor
 from producer_tools import clients
 from producer_tools.audit import AuditReport, audit
 from producer_tools.topics import create_topics
+from tests.conftest import SAMPLE_LABELLED, SHARED_DATA
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,16 @@ def make_topics(kafka: KafkaSettings, unique_name: Callable[[str], str]) -> Call
 
 
 @pytest.fixture(scope="session")
-def real_overviews(overviews_csv: Path) -> pd.DataFrame:
-    frame = pd.read_csv(overviews_csv, dtype=str, keep_default_na=False)
-    return frame[frame["overview"].str.len() > 20].reset_index(drop=True)
+def real_overviews() -> pd.DataFrame:
+    """Real overviews for tests that count records, not score them: the shared data when it is there,
+    else the shipped sample repeated to the same length with unique ids (tests slice up to 26,000 rows)."""
+    full = SHARED_DATA / "movies_overviews.csv"
+    frame = pd.read_csv(full if full.is_file() else SAMPLE_LABELLED, dtype=str, keep_default_na=False)
+    frame = frame[frame["overview"].str.len() > 20].reset_index(drop=True)
+    if full.is_file():
+        return frame
+    copies = [frame.assign(id=frame["id"] + f"-{k}") for k in range(-(-26_000 // len(frame)))]
+    return pd.concat(copies, ignore_index=True)
 
 
 def produce(kafka: KafkaSettings, topic: str, values: Sequence[tuple[bytes | None, bytes | None]]) -> None:

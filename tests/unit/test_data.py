@@ -18,7 +18,7 @@ from model.training.data import (
     load_overviews_csv,
     parse_genre_list,
 )
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_data
 
 KAGGLE_HEADER = [
     "adult",
@@ -51,10 +51,7 @@ TOY_STORY_GENRES = "[{'id': 16, 'name': 'Animation'}, {'id': 35, 'name': 'Comedy
 
 @pytest.fixture(scope="session")
 def kaggle_head() -> Path:
-    path = SHARED_DATA / "movies_metadata_head.csv"
-    if not path.is_file():
-        pytest.fail(f"real data missing: {path} (the shared folder sits beside the checkout)")
-    return path
+    return shared_data("movies_metadata_head.csv")
 
 
 def kaggle_row(**fields: str) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from model.training.eda import main
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_data
 
 TEXT = "A retired detective returns to the city for one last case."
 OTHER = "Two rival chefs open restaurants on the same street and fall in love."
@@ -92,9 +92,7 @@ def test_page_has_every_section_with_inline_png_figures(tmp_path: Path) -> None:
 
 
 def test_kaggle_input_shows_loader_drops(tmp_path: Path) -> None:
-    head = SHARED_DATA / "movies_metadata_head.csv"
-    if not head.is_file():
-        pytest.fail(f"real data missing: {head}")
+    head = shared_data("movies_metadata_head.csv")
     with head.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
