@@ -18,6 +18,7 @@ from model.serving.embedder import EmbeddingModelRef
 from model.serving.errors import ArtifactIntegrityError, ArtifactMismatchError, ArtifactNotFoundError
 from model.serving.inputs import OVERVIEW_ONLY, check_fields
 from model.serving.lexical import LexicalHead
+from model.serving.onnx_runtime import BATCH_DEPENDENT
 from model.serving.pinning import pinned_files
 from model.serving.signing import NO_KEYS, TrustedKeys
 
@@ -52,12 +53,14 @@ class ModelArtifact:
 
     @property
     def allowed_backends(self) -> frozenset[str] | None:
-        """Backends whose held-out parity with fp32 was measured and passed (`metrics.backends`,
-        written by `model.training.backend_parity`); None for a model without that record."""
+        """Backends `auto` may choose: held-out parity with fp32 measured and passed (`metrics.backends`,
+        written by `model.training.backend_parity`), and the same output for a text in any batch
+        (`onnx_runtime.BATCH_DEPENDENT` are left to an explicit setting). None: no parity record."""
         record = self.metrics.get("backends")
         if not isinstance(record, dict):
             return None
-        return frozenset(name for name, parity in record.items() if isinstance(parity, dict) and parity.get("allowed"))
+        passed = {name for name, parity in record.items() if isinstance(parity, dict) and parity.get("allowed")}
+        return frozenset(passed - BATCH_DEPENDENT)
 
 
 def _tensors(

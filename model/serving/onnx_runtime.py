@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("onnx-fp32", "onnx-int8")
+BATCH_DEPENDENT = frozenset({"onnx-int8"})
+"""Backends whose output for a text depends on the texts it is batched with: dynamic quantization
+picks each pass's activation scale from the whole pass, so the same overview can get other genres
+in another batch (a cached embedding, a replay after a crash). `auto` never picks them; an operator
+who accepts that sets `GENRE_MODEL_BACKEND=onnx-int8` explicitly."""
 MIN_SELF_CHECK_COSINE = {"onnx-fp32": 0.9999, "onnx-int8": 0.95}
 """A session must reproduce the torch encoder this closely on known texts before it serves (fp32
 agrees to 1e-6; int8's worst text over the held-out split was 0.98)."""

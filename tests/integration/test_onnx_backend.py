@@ -86,4 +86,17 @@ def test_the_committed_model_records_parity_for_every_cpu_backend() -> None:
         assert parity["allowed"] is rule, name
         assert parity["min_cosine"] <= parity["p1_cosine"] <= parity["mean_cosine"] <= 1.0
     assert record["fp32"]["micro_f1"] == pytest.approx(artifact.metrics["holdout"]["micro_f1"], abs=0.003)
-    assert artifact.allowed_backends == frozenset(n for n, p in record.items() if isinstance(p, dict) and p["allowed"])
+    passed = {n for n, p in record.items() if isinstance(p, dict) and p["allowed"]}
+    assert artifact.allowed_backends == frozenset(passed - {"onnx-int8"}), "auto never picks a batch-dependent backend"
+
+
+def test_int8_outputs_depend_on_the_batch_so_auto_leaves_it_to_an_explicit_setting(cache: Path) -> None:
+    """Why onnx-int8 is opt-in: dynamic quantization scales each pass by its own activations."""
+    texts = sample_texts(48)
+    int8 = SentenceEmbedder(backend="onnx-int8", device="cpu").load()
+    alone = np.concatenate([int8.transform(texts[i : i + 3]) for i in range(0, 12, 3)])
+    together = int8.transform(texts)[:12]
+    assert float(np.abs(alone - together).max()) > 1e-4, "int8 became batch-invariant: let auto choose it"
+    fp32 = SentenceEmbedder(backend="onnx-fp32", device="cpu").load()
+    alone = np.concatenate([fp32.transform(texts[i : i + 3]) for i in range(0, 12, 3)])
+    assert float(np.abs(alone - fp32.transform(texts)[:12]).max()) < 1e-4
