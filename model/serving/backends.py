@@ -69,9 +69,13 @@ def cpu_identity() -> tuple[str, tuple[str, ...]]:
     return model or platform.machine(), tuple(f for f in CPU_FLAGS if f in present)
 
 
+def cache_root() -> Path:
+    """Where the service keeps what it measured or built per host (`$XDG_CACHE_HOME/genre-stream`)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "genre-stream"
+
+
 def cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genre-stream" / "backends.json"
+    return cache_root() / "backends.json"
 
 
 def cache_key(revision: str, setup: str, torch_version: str) -> str:

@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from model.serving.backends import cache_root
+
 if TYPE_CHECKING:
     import torch
 
@@ -49,8 +51,7 @@ def available() -> bool:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genre-stream" / "onnx"
+    return cache_root() / "onnx"
 
 
 def _rows_module(encoder: Any) -> torch.nn.Module:
