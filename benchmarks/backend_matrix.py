@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ROWS: dict[str, dict[str, Any]] = {
-    "native": {"env": {}, "backends": ["fp32", "bf16", "onnx-fp32", "onnx-int8"]},
+    "native": {"env": {}, "backends": ["fp32", "bf16", "onnx-fp32", "onnx-int8", "onnx-int8-static"]},
     "emulated AVX512_CORE (no bf16, no VNNI)": {
         "env": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
         "backends": ["fp32", "bf16"],

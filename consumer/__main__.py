@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from consumer import installed_version
+
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
@@ -130,12 +132,7 @@ def _arguments(argv: list[str]) -> int:
         )
         return EXIT_OK
     if argv == ["--version"]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            print(f"genre-consumer {version('genre-stream')}")
-        except PackageNotFoundError:
-            print("genre-consumer (not installed as a package)")
+        print(f"genre-consumer {installed_version()}")
         return EXIT_OK
     print(
         f"genre-consumer: unknown arguments {' '.join(argv)!r}; settings are environment variables\n{USAGE}",

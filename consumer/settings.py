@@ -99,7 +99,7 @@ class ProcessingGuarantee(StrEnum):
 
 # The values of `model.serving.embedder.Backend`, named here so that reading settings loads no model
 # code (a test keeps the two equal).
-EmbeddingBackend = Literal["auto", "fp32", "bf16", "fp16", "onnx-fp32", "onnx-int8"]
+EmbeddingBackend = Literal["auto", "fp32", "bf16", "fp16", "onnx-fp32", "onnx-int8", "onnx-int8-static"]
 
 
 class KafkaSettings(_EnvSettings):
@@ -353,8 +353,8 @@ class ModelSettings(_EnvSettings):
     backend: EmbeddingBackend = Field(
         default="auto",
         description="embedding runtime and precision; auto: on CPU the fastest of the backends the model's "
-        "recorded parity allows (fp32, bf16, ONNX Runtime fp32/int8), measured at start-up (a few seconds, "
-        "cached per CPU kind and model in ~/.cache/genre-stream), fp16 on CUDA",
+        "recorded parity allows (fp32, bf16, ONNX Runtime fp32 and static int8; dynamic int8 only when set), "
+        "measured at start-up (a few seconds, cached per CPU kind and model in ~/.cache/genre-stream), fp16 on CUDA",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
     encode_batch_size: int = Field(

@@ -15,6 +15,7 @@ from typing import BinaryIO
 from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
+from consumer import installed_version
 from consumer.settings import InvalidSettingsError, KafkaSettings
 from producer_tools import clients, dead_letters, inputs, properties
 from producer_tools.audit import audit
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 done, 1 failed (one line on stderr: Kafka unreachable, topic missing, "
         "records not delivered, audit incomplete), 2 bad usage or configuration, 130 interrupted.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     _connection_options(parser, default=None)
     # Accepted after the subcommand too (`genre-produce tail -b host:9092`), as kcat users type it.
     common = argparse.ArgumentParser(add_help=False)
@@ -149,15 +150,6 @@ def _seconds(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
     return value
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("genre-stream")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _records(args: argparse.Namespace, stdin: BinaryIO) -> tuple[Iterator[Record], int | None]:

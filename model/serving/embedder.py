@@ -35,7 +35,8 @@ class Backend(StrEnum):
     """How the encoder runs."""
 
     AUTO = "auto"
-    """On CPU the faster of fp32 and bf16, measured on this machine (`model.serving.backends`); fp16 on CUDA."""
+    """On CPU the fastest backend the model's recorded parity allows, measured on this machine
+    (`model.serving.backends`); fp16 on CUDA."""
     FP32 = "fp32"
     """Reference precision; slowest on CPU."""
     BF16 = "bf16"
@@ -45,7 +46,10 @@ class Backend(StrEnum):
     ONNX_FP32 = "onnx-fp32"
     """ONNX Runtime, fp32 with graph optimisations (CPU, packed rows; `model.serving.onnx_runtime`)."""
     ONNX_INT8 = "onnx-int8"
-    """ONNX Runtime with int8 weights (dynamic quantization); served only where its parity allows."""
+    """ONNX Runtime, int8 by dynamic quantization: fastest, but a text's embedding depends on its batch
+    companions, so only served when set explicitly."""
+    ONNX_INT8_STATIC = "onnx-int8-static"
+    """ONNX Runtime, int8 with scales fixed by calibration: batch-independent; served where parity allows."""
 
 
 LEGACY_ALLOWED = frozenset({"fp32", "bf16"})

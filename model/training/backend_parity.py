@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 MAX_F1_DELTA = 0.005
 MIN_MEAN_COSINE = 0.99
-CPU_BACKENDS = (Backend.FP32, Backend.BF16, Backend.ONNX_FP32, Backend.ONNX_INT8)
+CPU_BACKENDS = (Backend.FP32, Backend.BF16, Backend.ONNX_FP32, Backend.ONNX_INT8, Backend.ONNX_INT8_STATIC)
 
 
 def measure(artifact_dir: Path, data: TrainingData, backends: Sequence[Backend] = CPU_BACKENDS) -> dict[str, Any]:

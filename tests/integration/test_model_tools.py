@@ -151,7 +151,7 @@ def test_every_backend_reproduces_the_parity_recorded_in_the_artifact(overviews_
     data = prepare(build_parser().parse_args(["--data", str(overviews_csv), "--out", "unused"]))
     measured = backend_parity.measure(DEFAULT_ARTIFACT, data)
     recorded = load_artifact(DEFAULT_ARTIFACT).metrics["backends"]
-    for name in ("fp32", "bf16", "onnx-fp32", "onnx-int8"):
+    for name in [backend.value for backend in backend_parity.CPU_BACKENDS]:
         now, then = measured[name], recorded[name]
         print(f"\n{name}: micro-F1 {now['micro_f1']} (recorded {then['micro_f1']}), mean cosine {now['mean_cosine']}")
         assert now["micro_f1"] == pytest.approx(then["micro_f1"], abs=0.002), name

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from model.serving import onnx_runtime
 from model.serving.artifact import load_artifact, save_artifact
 from model.serving.backends import sample_texts
 from model.serving.embedder import Backend, SentenceEmbedder
 from model.serving.predictor import DEFAULT_ARTIFACT, load_predictor
+from model.training import backend_parity
 
 pytestmark = pytest.mark.skipif(not onnx_runtime.available(), reason="onnxruntime is part of the dev install")
 
@@ -65,6 +69,7 @@ def test_auto_measures_only_the_backends_the_models_parity_allows(cache: Path, t
         "bf16": {"allowed": False},
         "onnx-fp32": {"allowed": True},
         "onnx-int8": {"allowed": False},
+        "onnx-int8-static": {"allowed": False},
     }
     save_artifact(base.__class__(**{**base.__dict__, "metrics": {**base.metrics, "backends": parity}}), artifact_dir)
     predictor = load_predictor(artifact_dir, backend="auto", device="cpu")
@@ -79,8 +84,9 @@ def test_the_committed_model_records_parity_for_every_cpu_backend() -> None:
     """Written by `python -m model.training.backend_parity --write` (and by genre-train)."""
     artifact = load_artifact(DEFAULT_ARTIFACT)
     record = artifact.metrics["backends"]
-    assert {"fp32", "bf16", "onnx-fp32", "onnx-int8"} <= set(record)
-    for name in ("fp32", "bf16", "onnx-fp32", "onnx-int8"):
+    names = [backend.value for backend in backend_parity.CPU_BACKENDS]
+    assert set(names) <= set(record)
+    for name in names:
         parity = record[name]
         rule = abs(parity["delta_f1"]) <= 0.005 and parity["mean_cosine"] >= 0.99
         assert parity["allowed"] is rule, name
@@ -100,3 +106,36 @@ def test_int8_outputs_depend_on_the_batch_so_auto_leaves_it_to_an_explicit_setti
     fp32 = SentenceEmbedder(backend="onnx-fp32", device="cpu").load()
     alone = np.concatenate([fp32.transform(texts[i : i + 3]) for i in range(0, 12, 3)])
     assert float(np.abs(alone - fp32.transform(texts)[:12]).max()) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def static_int8(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentenceEmbedder]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("static-int8")))
+        yield SentenceEmbedder(backend="onnx-int8-static", device="cpu").load()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    picked=st.lists(st.integers(0, 47), min_size=1, max_size=6, unique=True),
+    companions=st.lists(st.text(min_size=1, max_size=400) | st.sampled_from(sample_texts(48)), max_size=24),
+    split=st.integers(1, 6),
+)
+def test_static_int8_gives_a_text_the_same_embedding_whatever_it_is_batched_with(
+    static_int8: SentenceEmbedder, picked: list[int], companions: list[str], split: int
+) -> None:
+    """Static scales make int8 batch-independent (so `auto` may pick it): texts embedded alone, in
+    small groups, or beside any other texts, hostile ones included, get the same vectors."""
+    texts = [sample_texts(48)[i] for i in picked]
+    together = static_int8.transform([*companions, *texts])[len(companions) :]
+    grouped = np.concatenate([static_int8.transform(texts[i : i + split]) for i in range(0, len(texts), split)])
+    assert float(np.abs(together - grouped).max()) < 1e-4
+
+
+def test_static_int8_stays_close_to_fp32_and_is_offered_to_auto(static_int8: SentenceEmbedder) -> None:
+    cosine = cosine_to_fp32(static_int8, sample_texts(48))
+    print(f"\nonnx-int8-static vs fp32: mean {cosine.mean():.4f}, min {cosine.min():.4f}")
+    assert float(cosine.mean()) >= 0.99
+    assert "onnx-int8-static" in load_artifact(DEFAULT_ARTIFACT).allowed_backends, (
+        "its recorded parity lets auto pick it"
+    )
