@@ -29,6 +29,11 @@ class CleaningConfig:
             characters is below this (0: off); normal prose is above 0.9.
         drop_duplicates: drop later rows whose normalized overview was already seen.
         min_label_count: drop genres with fewer examples, then rows left with none (0: off).
+        not_predicted: genres the model is not trained to predict (empty: every genre). The model
+            card's "What a genre means" recommends `Foreign,TV Movie`: they say how a movie was
+            catalogued or distributed, not what it is about. Unlike the rules above it removes no row: `splits.prepare` leaves them
+            out of the label set after the split, so the held-out movies stay the same and are
+            scored both with and without these genres.
     """
 
     placeholders: tuple[str, ...] = PLACEHOLDERS
@@ -37,6 +42,7 @@ class CleaningConfig:
     min_alnum_share: float = 0.5
     drop_duplicates: bool = True
     min_label_count: int = 50
+    not_predicted: tuple[str, ...] = ()
 
 
 def normalize(text: str) -> str:
@@ -124,6 +130,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--min-label-count", type=int, default=default.min_label_count, help="drop genres with fewer examples"
     )
+    group.add_argument(
+        "--not-predicted",
+        type=genre_list,
+        default=default.not_predicted,
+        metavar="GENRES",
+        help="comma-separated genres left out of the label set, '' for none; held-out is scored with and "
+        "without them (default: %(default)s)",
+    )
+
+
+def genre_list(text: str) -> tuple[str, ...]:
+    """`"Foreign, TV Movie"` -> ("Foreign", "TV Movie"): comma-separated, blanks ignored."""
+    return tuple(dict.fromkeys(g.strip() for g in text.split(",") if g.strip()))
 
 
 def config_from_args(args: argparse.Namespace) -> CleaningConfig:
@@ -133,4 +152,5 @@ def config_from_args(args: argparse.Namespace) -> CleaningConfig:
         max_chars=args.max_chars,
         min_alnum_share=args.min_alnum_share,
         min_label_count=args.min_label_count,
+        not_predicted=args.not_predicted,
     )

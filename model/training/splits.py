@@ -33,6 +33,9 @@ class TrainingData:
     loaded: LoadReport
     removed: dict[str, int]
     fingerprint: str
+    not_predicted: tuple[str, ...] = ()
+    """Genres of the data left out of `labels` (`CleaningConfig.not_predicted`); rows keep them in
+    `genres`, so the held-out split can be scored with them too (`metrics.scored_both_ways`)."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -51,8 +54,11 @@ def prepare(args: argparse.Namespace) -> TrainingData:
     frame, loaded = load_dataset(args.data)
     if args.limit:
         frame = frame.head(args.limit)
-    frame, removed = clean(frame, config_from_args(args))
-    labels = tuple(sorted({g for row in frame["genres"] for g in row}))
+    config = config_from_args(args)
+    frame, removed = clean(frame, config)
+    present = sorted({g for row in frame["genres"] for g in row})
+    not_predicted = tuple(g for g in config.not_predicted if g in present)
+    labels = tuple(g for g in present if g not in not_predicted)
     if len(frame) < 10 or not labels:
         raise DataError(f"{args.data}: only {len(frame)} usable rows after cleaning; nothing to learn from")
     train, holdout = train_test_split(frame, test_size=args.test_size, random_state=args.seed)
@@ -64,6 +70,7 @@ def prepare(args: argparse.Namespace) -> TrainingData:
         binarize(train["genres"], labels),
         binarize(holdout["genres"], labels),
         loaded,
-        removed,
+        {**removed, "not_predicted": len(not_predicted)},
         fingerprint(frame),
+        not_predicted,
     )

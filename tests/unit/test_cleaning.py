@@ -134,7 +134,11 @@ def test_flags_build_the_config_and_train_has_them() -> None:
     add_arguments(parser)
     assert config_from_args(parser.parse_args([])) == CleaningConfig()
     flags = ["--min-chars", "5", "--max-chars", "900", "--min-alnum-share", "0.7", "--min-label-count", "3"]
-    expected = CleaningConfig(min_chars=5, max_chars=900, min_alnum_share=0.7, min_label_count=3)
+    flags += ["--not-predicted", " Foreign,TV Movie,, Foreign"]
+    expected = CleaningConfig(
+        min_chars=5, max_chars=900, min_alnum_share=0.7, min_label_count=3, not_predicted=("Foreign", "TV Movie")
+    )
     assert config_from_args(parser.parse_args(flags)) == expected
     args = train_parser().parse_args(["--data", "d.csv", "--out", "o", *flags])
     assert config_from_args(args) == expected
+    assert config_from_args(parser.parse_args(["--not-predicted", ""])).not_predicted == ()
