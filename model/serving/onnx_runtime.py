@@ -9,8 +9,9 @@ embeddings are those of the torch encoder up to the runtime's rounding.
 Two int8 variants, because they trade differently: dynamic quantization (`onnx-int8`) is the fastest
 but scales each pass by its own activations, so a text's embedding depends on its batch companions;
 static quantization (`onnx-int8-static`) fixes every activation scale once, from a calibration pass
-over fixed texts, so a text always gets the same embedding, and `auto` may choose it. Whether a variant may serve
-a model is decided by its measured parity on the held-out split (`model.training.backend_parity`).
+over fixed texts, so a text always gets the same embedding, and `auto` may choose it. Whether a
+variant may serve a model is decided by its measured parity on the held-out split
+(`model.training.backend_parity`).
 
 Optional: `pip install 'genre-stream[onnx]'` (onnxruntime, onnx).
 """
@@ -130,40 +131,29 @@ def _export(module: Any, target: Path) -> None:
     example = _row_tensors([[0, 1]], ids, [3, 3], torch.float32)
     dynamic = {"input_ids": {0: "rows", 1: "width"}, "position_ids": {0: "rows", 1: "width"}}
     dynamic["mask"] = {0: "rows", 2: "width", 3: "width"}
-    fd, partial = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    try:
-        # The TorchScript exporter warns that it is legacy, and the tracer about Python-side shape
-        # arithmetic; both are expected here (the self-check proves the result), not news for the log.
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _rows_module(module),
-                (example["input_ids"], example["mask"], example["position_ids"]),
-                partial,
-                input_names=list(INPUTS),
-                output_names=["hidden"],
-                dynamic_axes={**dynamic, "hidden": {0: "rows", 1: "width"}},
-                opset_version=OPSET,
-                dynamo=False,  # the TorchScript exporter: no onnxscript, and a few seconds for MiniLM
-            )
-        Path(partial).replace(target)
-    finally:
-        Path(partial).unlink(missing_ok=True)
+    # The TorchScript exporter warns that it is legacy, and the tracer about Python-side shape
+    # arithmetic; both are expected here (the self-check proves the result), not news for the log.
+    with _written_atomically(target) as partial, torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _rows_module(module),
+            (example["input_ids"], example["mask"], example["position_ids"]),
+            partial,
+            input_names=list(INPUTS),
+            output_names=["hidden"],
+            dynamic_axes={**dynamic, "hidden": {0: "rows", 1: "width"}},
+            opset_version=OPSET,
+            dynamo=False,  # the TorchScript exporter: no onnxscript, and a few seconds for MiniLM
+        )
     logger.info("encoder exported to ONNX: %s", target)
 
 
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fd, partial = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    try:
+    with _written_atomically(target) as partial:
         # Per-channel weights: per-tensor ones moved embeddings to cosine 0.96 (benchmarks/onnx_probe.py).
         quantize_dynamic(source, partial, weight_type=QuantType.QInt8, per_channel=True)
-        Path(partial).replace(target)
-    finally:
-        Path(partial).unlink(missing_ok=True)
     logger.info("encoder quantized to int8: %s", target)
 
 
@@ -229,27 +219,34 @@ def _quantize_static(source: Path, target: Path, feeds: list[dict[str, Any]]) ->
         def get_next(self) -> dict[str, Any] | None:
             return next(self._feeds, None)
 
+    with _written_atomically(target) as partial, _quantizer_advice_dropped():
+        quantize_static(
+            source,
+            partial,
+            Feeds(),
+            # QOperator kernels (QLinearMatMul) reproduced fp32 closer than QDQ pairs (0.996 vs 0.994).
+            quant_format=QuantFormat.QOperator,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_quantize=_static_nodes(onnx.load(source, load_external_data=False)),
+            calibration_providers=["CPUExecutionProvider"],
+        )
+    logger.info("encoder quantized to int8 with static scales: %s", target)
+
+
+@contextlib.contextmanager
+def _written_atomically(target: Path) -> Iterator[str]:
+    """A temporary path beside `target`, renamed onto it when the block succeeds and removed either
+    way: replicas sharing the cache never read half a file."""
     fd, partial = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
     os.close(fd)
     try:
-        with _quantizer_advice_dropped():
-            quantize_static(
-                source,
-                partial,
-                Feeds(),
-                # QOperator kernels (QLinearMatMul) reproduced fp32 closer than QDQ pairs (0.996 vs 0.994).
-                quant_format=QuantFormat.QOperator,
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                activation_type=QuantType.QUInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_quantize=_static_nodes(onnx.load(source, load_external_data=False)),
-                calibration_providers=["CPUExecutionProvider"],
-            )
+        yield partial
         Path(partial).replace(target)
     finally:
         Path(partial).unlink(missing_ok=True)
-    logger.info("encoder quantized to int8 with static scales: %s", target)
 
 
 @contextlib.contextmanager

@@ -31,9 +31,9 @@ class CleaningConfig:
         min_label_count: drop genres with fewer examples, then rows left with none (0: off).
         not_predicted: genres the model is not trained to predict (empty: every genre). The model
             card's "What a genre means" recommends `Foreign,TV Movie`: they say how a movie was
-            catalogued or distributed, not what it is about. Unlike the rules above it removes no row: `splits.prepare` leaves them
-            out of the label set after the split, so the held-out movies stay the same and are
-            scored both with and without these genres.
+            catalogued or distributed, not what it is about. Unlike the rules above it removes no
+            row: `splits.prepare` leaves them out of the label set after the split, so the held-out
+            movies stay the same and are scored both with and without these genres.
     """
 
     placeholders: tuple[str, ...] = PLACEHOLDERS

@@ -35,7 +35,8 @@ def scored_both_ways(
     unseen: the issue that dropped `Foreign` and `TV Movie` asked for both figures side by side.
     """
     everything = sorted(set(labels) | set(without))
-    kept = [label for label in everything if label not in set(without)]
+    left_out = set(without)
+    kept = [label for label in everything if label not in left_out]
     summary = ("micro_f1", "macro_f1", "samples_f1", "n")
     every, some = label_scores(true, predicted, everything), label_scores(true, predicted, kept)
     return {
