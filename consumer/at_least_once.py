@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Set
 
 from confluent_kafka import KafkaError, KafkaException
@@ -37,12 +36,10 @@ class AcknowledgedDelivery(Delivery):
         """Nothing is kept per partition."""
 
     def begin(self, records: list[InputRecord], result: BatchResult, offsets: dict[TopicPartition, int]) -> InFlight:
-        started = time.perf_counter()
         try:
-            self.producer.produce_all(result.records)
+            self.produce(result)
         except KafkaException as exc:
             raise DeliveryError(f"produce failed: {exc.args[0]}") from exc
-        result.timings["produce"] = time.perf_counter() - started
         return InFlight(records, result, offsets, BackgroundCall("flush", self.producer.flush))
 
     def finish(self, flight: InFlight, assigned: Set[TopicPartition]) -> None:

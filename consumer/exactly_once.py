@@ -46,9 +46,7 @@ class TransactionalDelivery(Delivery):
         try:
             self._initialise()  # a new producer (or one whose init timed out: "retry call to resume")
             self.producer.client.begin_transaction()
-            started = time.perf_counter()
-            self.producer.produce_all(result.records)
-            result.timings["produce"] = time.perf_counter() - started
+            self.produce(result)
         except KafkaException as exc:
             raise self._transaction_failed(exc) from exc
         except DeliveryError:  # a record refused: nothing of the batch may be committed
