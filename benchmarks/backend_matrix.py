@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.reporting import machine, write_result
+
 ROWS: dict[str, dict[str, Any]] = {
     "native": {"env": {}, "backends": ["fp32", "bf16", "onnx-fp32", "onnx-int8", "onnx-int8-static"]},
     "emulated AVX512_CORE (no bf16, no VNNI)": {
@@ -79,13 +81,10 @@ def run_cell(backend: str, env: dict[str, str]) -> dict[str, Any]:
 
 def matrix() -> dict[str, Any]:
     from model.serving.artifact import load_artifact
-    from model.serving.backends import cpu_identity
     from model.serving.predictor import DEFAULT_ARTIFACT
 
-    cpu, flags = cpu_identity()
     parity = load_artifact(DEFAULT_ARTIFACT).metrics.get("backends", {})
-    out: dict[str, Any] = {"cpu": cpu, "flags": list(flags), "cores": os.cpu_count(), "rows": {}}
-    print(f"CPU {cpu}, flags {', '.join(flags)}, {os.cpu_count()} cores", flush=True)
+    out: dict[str, Any] = {**machine(), "rows": {}}
     for row, spec in ROWS.items():
         cells: dict[str, Any] = {}
         for backend in [*spec["backends"], "auto"]:
@@ -113,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cell:
         print(json.dumps(cell(args.cell)))
         return 0
-    result = matrix()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "backend_matrix.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out / 'backend_matrix.json'}")
+    write_result(args.out, "backend_matrix.json", matrix())
     return 0
 
 

@@ -29,7 +29,7 @@ from consumer.records import InputRecord
 from model.serving.artifact import load_artifact
 from model.serving.embedder import SentenceEmbedder
 from model.serving.inputs import documents
-from model.serving.packing import tokenizer
+from model.serving.pipeline import tokenizer
 from model.serving.predictor import DEFAULT_ARTIFACT, Predictor
 from model.training.metrics import binarize, f1_report
 

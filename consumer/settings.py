@@ -370,6 +370,10 @@ class ModelSettings(_EnvSettings):
     pass_workers: int = Field(
         default=0, ge=0, le=256, description="packed encoder passes run at once on CPU; 0 = one per core"
     )
+    tokenize_ahead: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="tokenize the next part of a batch while the encoder runs; auto: on GPU only (slower on CPU)",
+    )
     reload_interval_s: float = Field(default=30.0, ge=0, description="poll the model folder for a new version; 0 off")
     shadow_uri: str = Field(
         default="", description="artifact folder or models:/ URI of a shadow model (outputs to the shadow topic)"

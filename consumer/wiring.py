@@ -43,6 +43,7 @@ def build_service(settings: Settings, registry: CollectorRegistry) -> tuple[Genr
         embedding_cache_size=m.embedding_cache_size,
         packing=m.packing,
         pass_workers=m.pass_workers,
+        tokenize_ahead={"on": True, "off": False}.get(m.tokenize_ahead),
     )
 
     def load_sharing_embedder(uri: str | Path) -> Predictor:

@@ -14,7 +14,7 @@ model is left to sentence-transformers' own batching.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -111,14 +111,6 @@ def _encoder(st: SentenceTransformer) -> Any:
     return getattr(transformer, "model", None) or transformer.auto_model
 
 
-def tokenizer(st: SentenceTransformer) -> Any:
-    """sentence-transformers' own tokenization of a list of texts, as its encoder sees them (same
-    truncation and special tokens, padded on the right). `preprocess` replaced `tokenize` in
-    sentence-transformers 6; both are accepted."""
-    transformer: Any = st[0]
-    return getattr(transformer, "preprocess", None) or transformer.tokenize
-
-
 RowForward = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 """(input_ids, additive fp32 mask, position_ids) of some packed rows -> their last hidden states."""
 
@@ -131,45 +123,68 @@ def encode_packed(
     pool: Executor | None = None,
     workers: int = 1,
     forward: RowForward | None = None,
+    tokenize_ahead: Executor | None = None,
 ) -> npt.NDArray[np.float32]:
     """Unit-length mean-pooled embeddings of `texts`, computed in packed rows.
 
     Tokenization is sentence-transformers' own (same truncation and special tokens), so each text's
     tokens are exactly those it would have been encoded with. With a `pool` of `workers` threads the
     passes run concurrently, and a batch of few rows is split so that every worker gets a pass.
-    `forward` runs the rows on another runtime (ONNX Runtime) instead of the torch encoder.
+    `forward` runs the rows on another runtime (ONNX Runtime) instead of the torch encoder. With a
+    `tokenize_ahead` executor (one thread) the batch is tokenized and packed in groups of
+    `TOKENIZE_GROUP` texts, the next group while the current one's passes run (`pipeline`).
     """
     import torch
 
+    from model.serving.pipeline import TOKENIZE_GROUP, ahead, groups, tokenizer
+
     if not texts:
         raise ValueError("no texts to encode")
-    features = tokenizer(st)(list(texts))
-    lengths = [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
-    ids = features["input_ids"]
-    rows = pack_rows(lengths, capacity)  # a text longer than a row gets a row of its own
+    tokenize = tokenizer(st)
+    spans = groups(len(texts), TOKENIZE_GROUP if tokenize_ahead is not None else len(texts))
     module = _encoder(st)
     device = next(module.parameters()).device
     parallel = pool is not None and workers > 1
-    per_pass = max(1, min(rows_per_pass, -(-len(rows) // workers))) if parallel else rows_per_pass
-    chunks = [rows[start : start + per_pass] for start in range(0, len(rows), per_pass)]
+    lengths: list[int] = []
 
-    def run(chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokens(span: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
+        features = tokenize(list(texts[span[0] : span[1]]))
+        return features["input_ids"], [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
+
+    def run(
+        chunk: list[list[int]], ids: torch.Tensor, group_lengths: list[int], first: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if forward is not None:
-            batch = _row_tensors(chunk, ids, lengths, torch.float32)
+            batch = _row_tensors(chunk, ids, group_lengths, torch.float32)
             hidden = forward(batch["input_ids"], batch["mask"], batch["position_ids"])
-            return batch["owner"].reshape(-1), hidden.reshape(-1, hidden.shape[-1]).float()
-        batch = _row_tensors(chunk, ids, lengths, module.dtype)
-        with torch.inference_mode():
-            hidden = module(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["mask"].to(device),
-                position_ids=batch["position_ids"].to(device),
-                token_type_ids=torch.zeros_like(batch["input_ids"]).to(device),
-            ).last_hidden_state
-        return batch["owner"].reshape(-1), hidden.reshape(-1, hidden.shape[-1]).float().cpu()
+            flat = hidden.reshape(-1, hidden.shape[-1]).float()
+        else:
+            batch = _row_tensors(chunk, ids, group_lengths, module.dtype)
+            with torch.inference_mode():
+                hidden = module(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["mask"].to(device),
+                    position_ids=batch["position_ids"].to(device),
+                    token_type_ids=torch.zeros_like(batch["input_ids"]).to(device),
+                ).last_hidden_state
+            flat = hidden.reshape(-1, hidden.shape[-1]).float().cpu()
+        owner = batch["owner"].reshape(-1)
+        return torch.where(owner >= 0, owner + first, owner), flat
 
+    # Each group's passes go to the pool as soon as it is packed, so the workers never wait for a
+    # group boundary; without a pool they run here while the next group is tokenized.
+    results: list[Future[tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]] = []
+    for (first, _), (ids, group_lengths) in zip(spans, ahead(tokens, spans, tokenize_ahead), strict=True):
+        lengths += group_lengths
+        rows = pack_rows(group_lengths, capacity)  # a text longer than a row gets a row of its own
+        per_pass = max(1, min(rows_per_pass, -(-len(rows) // workers))) if parallel else rows_per_pass
+        for start in range(0, len(rows), per_pass):
+            chunk = rows[start : start + per_pass]
+            args = (chunk, ids, group_lengths, first)
+            results.append(pool.submit(run, *args) if parallel and pool is not None else run(*args))
     sums = torch.zeros(len(texts), int(module.config.hidden_size), dtype=torch.float32)
-    for owner, flat in pool.map(run, chunks) if parallel and pool is not None else map(run, chunks):
+    for result in results:
+        owner, flat = result.result() if isinstance(result, Future) else result
         keep = owner >= 0
         sums.index_add_(0, owner[keep], flat[keep])
     means = sums / torch.tensor(lengths, dtype=torch.float32)[:, None]

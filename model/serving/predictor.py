@@ -135,6 +135,7 @@ def load_predictor(
     embedding_cache_size: int = 0,
     pass_workers: int = 0,
     packing: bool = True,
+    tokenize_ahead: bool | None = None,
     trusted_keys: TrustedKeys = NO_KEYS,
 ) -> Predictor:
     """Loads a predictor from an artifact folder or the model registry.
@@ -151,6 +152,8 @@ def load_predictor(
         embedding_cache_size: distinct texts whose embeddings are remembered (0: off).
         pass_workers: packed passes run at once on CPU (0: one per core, or per `threads`).
         packing: pack texts into shared encoder rows on CPU (see `SentenceEmbedder`).
+        tokenize_ahead: tokenize the next part of a batch while the encoder runs (`model.serving.pipeline`);
+            None: only where the encoder is not on the CPU.
         trusted_keys: when any, the artifact must be signed by one of them (`model.serving.signing`).
         embedder: an already loaded embedder to share (hot reload, shadow and canary heads). An
             artifact with other fine-tuned encoder layers gets a sibling embedder (same settings,
@@ -176,6 +179,7 @@ def load_predictor(
             cache_size=embedding_cache_size,
             packing=packing,
             pass_workers=pass_workers,
+            tokenize_ahead=tokenize_ahead,
             pinned_files=artifact.embedding.files,
             allowed_backends=artifact.allowed_backends,
         )
