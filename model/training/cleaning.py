@@ -29,9 +29,9 @@ class CleaningConfig:
             characters is below this (0: off); normal prose is above 0.9.
         drop_duplicates: drop later rows whose normalized overview was already seen.
         min_label_count: drop genres with fewer examples, then rows left with none (0: off).
-        not_predicted: genres the model is not trained to predict (empty: every genre). The model
-            card's "What a genre means" recommends `Foreign,TV Movie`: they say how a movie was
-            catalogued or distributed, not what it is about. Unlike the rules above it removes no
+        not_predicted: genres the model is not trained to predict (empty: every genre). The
+            default leaves out `Foreign` and `TV Movie`: they say how a movie was catalogued or
+            distributed, not what it is about (model card, "What a genre means"). Unlike the rules above it removes no
             row: `splits.prepare` leaves them out of the label set after the split, so the held-out
             movies stay the same and are scored both with and without these genres.
     """
@@ -42,7 +42,7 @@ class CleaningConfig:
     min_alnum_share: float = 0.5
     drop_duplicates: bool = True
     min_label_count: int = 50
-    not_predicted: tuple[str, ...] = ()
+    not_predicted: tuple[str, ...] = ("Foreign", "TV Movie")
 
 
 def normalize(text: str) -> str:
