@@ -122,8 +122,16 @@ class Fitted:
     encoder: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
 
-def fit_candidate(name: CandidateName, ws: Workspace, rows: Indices, *, c: float = 1.0, seed: int = 13) -> Fitted:
-    """Fits candidate `name` on workspace rows `rows`."""
+def fit_candidate(
+    name: CandidateName,
+    ws: Workspace,
+    rows: Indices,
+    *,
+    c: float = 1.0,
+    seed: int = 13,
+    val_rows: Indices | None = None,
+) -> Fitted:
+    """Fits candidate `name` on workspace rows `rows`; the fine-tune may stop early on `val_rows`."""
     y = ws.y[rows]
     if name is CandidateName.TFIDF_LR:
         lexical = LexicalHead.fit([ws.texts[i] for i in rows], y)
@@ -140,7 +148,8 @@ def fit_candidate(name: CandidateName, ws: Workspace, rows: Indices, *, c: float
         head = DenseHead.from_mlp(ws.labels, mlp.coefs_, mlp.intercepts_)
         return Fitted(lambda idx: head.predict_proba(ws.embeddings[idx]), head)
     if name is CandidateName.FINETUNE:
-        tuner = ws.tuner.fit([ws.lower_states[i] for i in rows], y)
+        validation = None if val_rows is None else ([ws.lower_states[i] for i in val_rows], ws.y[val_rows])
+        tuner = ws.tuner.fit([ws.lower_states[i] for i in rows], y, validation=validation)
         head, encoder = tuner.dense_head(), tuner.encoder_tensors()
 
         def tuned_rows(idx: Indices) -> FloatArray:

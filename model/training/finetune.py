@@ -10,12 +10,14 @@ unchanged, so the head is a plain `DenseHead` on the tuned embedding.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,12 +25,44 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from model.serving.classifier import DenseHead
+from model.serving.errors import ModelError
 from model.serving.tuned_layers import ENCODER_PREFIX
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
+
+
+class LossName(StrEnum):
+    BCE = "bce"
+    """Binary cross-entropy, every genre and every example weighted alike."""
+    WEIGHTED = "weighted"
+    """BCE with each genre's positives weighted by sqrt(negatives / positives), capped at 10: rare
+    genres get more gradient without the instability of the full inverse-frequency weight."""
+    FOCAL = "focal"
+    """Focal BCE (Lin et al. 2017): each term scaled by (1 - p_t) ** gamma, so the many easy
+    negatives of a rare genre stop dominating the loss."""
+
+
+MAX_POSITIVE_WEIGHT = 10.0
+
+
+def multilabel_loss(
+    name: LossName, logits: torch.Tensor, targets: torch.Tensor, prior: torch.Tensor, gamma: float = 2.0
+) -> torch.Tensor:
+    """Mean multi-label loss of `logits` against 0/1 `targets` (both examples x genres); `prior` is
+    each genre's positive rate in the training rows (used by the weighted loss)."""
+    import torch
+
+    if name is LossName.WEIGHTED:
+        weight = torch.sqrt((1 - prior) / prior).clamp(min=1.0, max=MAX_POSITIVE_WEIGHT)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight)
+    terms = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if name is LossName.FOCAL:
+        p_true = torch.exp(-terms)  # the probability given to the true value, recovered from its -log
+        terms = terms * (1 - p_true) ** gamma
+    return terms.mean()
 
 
 @dataclass(frozen=True)
@@ -45,10 +79,45 @@ class FineTuneConfig:
     logit_scale: float = 20.0
     """Unit-length embeddings times this scale feed the linear head (cosine-classifier style)."""
     max_seq_length: int = 256
+    loss: LossName = LossName.BCE
+    focal_gamma: float = 2.0
+    patience: int = 0
+    """With validation rows: stop after this many epochs without a lower validation loss and keep
+    the best epoch's weights. 0 trains every epoch and keeps the last."""
     seed: int = 13
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: str(v) if isinstance(v, StrEnum) else v for k, v in asdict(self).items()}
+
+
+def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
+    """The fine-tune's options, shared by genre-train and genre-select."""
+    d = FineTuneConfig
+    p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tune epochs")
+    p.add_argument(
+        "--tuned-layers", type=int, default=d.tuned_layers, help="top encoder layers tuned (6: all of MiniLM-L6)"
+    )
+    p.add_argument("--loss", default=d.loss.value, choices=[n.value for n in LossName], help="fine-tune loss")
+    p.add_argument("--focal-gamma", type=float, default=d.focal_gamma, help="focusing exponent of --loss focal")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="early stopping on the validation rows: epochs without improvement (0: off)",
+    )
+
+
+def finetune_config(args: argparse.Namespace) -> FineTuneConfig:
+    if args.epochs < 1 or args.patience < 0 or args.focal_gamma < 0:
+        raise ModelError("--epochs must be >= 1, --patience and --focal-gamma >= 0")
+    return FineTuneConfig(
+        epochs=args.epochs,
+        tuned_layers=args.tuned_layers,
+        loss=LossName(args.loss),
+        focal_gamma=args.focal_gamma,
+        patience=args.patience,
+        seed=args.seed,
+    )
 
 
 class TopLayerTuner:
@@ -130,7 +199,15 @@ class TopLayerTuner:
         pooled = (h * mask[:, :, None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
         return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
-    def fit(self, states: Sequence[torch.Tensor], y: npt.NDArray[np.bool_], desc: str = "fine-tune") -> TopLayerTuner:
+    def fit(
+        self,
+        states: Sequence[torch.Tensor],
+        y: npt.NDArray[np.bool_],
+        desc: str = "fine-tune",
+        validation: tuple[Sequence[torch.Tensor], npt.NDArray[np.bool_]] | None = None,
+    ) -> TopLayerTuner:
+        """Fits on `states`/`y`; with `validation` rows and `patience`, stops early and keeps the
+        epoch with the lowest validation loss."""
         import torch
 
         c = self.config
@@ -162,22 +239,53 @@ class TopLayerTuner:
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total)
         )
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-        tuned.train()
+        stopping = _EarlyStopping(c.patience) if validation is not None and c.patience > 0 else None
+        self.validation_losses_: list[float] = []
         with tqdm(total=total, desc=desc, unit="step", file=sys.stderr) as bar, _every_core():
-            for _ in range(c.epochs):
+            for epoch in range(c.epochs):
+                tuned.train()
                 for batch in self._batches(states, rng):
                     with self._autocast():
                         logits = self.head(self._embed([states[i] for i in batch]) * c.logit_scale)
-                    loss = loss_fn(logits.float(), targets[batch])
+                    loss = multilabel_loss(c.loss, logits.float(), targets[batch], prior, c.focal_gamma)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    torch.autograd.backward(loss)
                     optimizer.step()
                     schedule.step()
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                tuned.eval()
+                if stopping is not None and validation is not None:
+                    val_states, val_y = validation
+                    val_loss = float(
+                        multilabel_loss(
+                            c.loss,
+                            torch.from_numpy(self.logits(val_states)),
+                            torch.tensor(val_y, dtype=torch.float32),
+                            prior,
+                            c.focal_gamma,
+                        )
+                    )
+                    logger.info("epoch %d: validation loss %.5f", epoch + 1, val_loss)
+                    self.validation_losses_.append(val_loss)
+                    if stopping.should_stop(val_loss, self._tuned_state(tuned)):
+                        bar.update(total - bar.n)
+                        break
+        if stopping is not None and stopping.best_state is not None:
+            logger.info("keeping epoch %d (validation loss %.5f)", stopping.best_epoch, stopping.best_loss)
+            self._restore(tuned, stopping.best_state)
         tuned.eval()
         return self
+
+    def _tuned_state(self, tuned: torch.nn.ModuleList) -> dict[str, torch.Tensor]:
+        return {
+            **{f"tuned.{k}": v.detach().clone() for k, v in tuned.state_dict().items()},
+            **{f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()},
+        }
+
+    def _restore(self, tuned: torch.nn.ModuleList, state: dict[str, torch.Tensor]) -> None:
+        tuned.load_state_dict({k.removeprefix("tuned."): v for k, v in state.items() if k.startswith("tuned.")})
+        self.head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
 
     def _batches(self, states: Sequence[torch.Tensor], rng: np.random.Generator) -> list[list[int]]:
         """Shuffled batches of similar length (little padding), in random order."""
@@ -193,13 +301,18 @@ class TopLayerTuner:
     def predict_proba(self, states: Sequence[torch.Tensor]) -> npt.NDArray[np.float32]:
         import torch
 
+        return np.asarray(torch.sigmoid(torch.from_numpy(self.logits(states))).numpy(), dtype=np.float32)
+
+    def logits(self, states: Sequence[torch.Tensor]) -> npt.NDArray[np.float32]:
+        import torch
+
         out = np.zeros((len(states), len(self.labels)), np.float32)
         order = np.argsort([s.shape[0] for s in states], kind="stable")
         with torch.inference_mode(), self._autocast(), _every_core():
             for start in range(0, len(states), 128):
                 idx = order[start : start + 128]
                 logits = self.head(self._embed([states[i] for i in idx]) * self.config.logit_scale)
-                out[idx] = torch.sigmoid(logits.float()).numpy()
+                out[idx] = logits.float().numpy()
         return out
 
     def encoder_tensors(self) -> dict[str, npt.NDArray[np.float16]]:
@@ -212,6 +325,23 @@ class TopLayerTuner:
     def dense_head(self) -> DenseHead:
         weight = self.head.weight.detach().float().numpy() * self.config.logit_scale
         return DenseHead.from_logistic(self.labels, weight, self.head.bias.detach().float().numpy())
+
+
+@dataclass
+class _EarlyStopping:
+    """Remembers the best epoch by validation loss; says stop after `patience` epochs without a better one."""
+
+    patience: int
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, Any] | None = None
+    epoch: int = 0
+
+    def should_stop(self, loss: float, state: dict[str, Any]) -> bool:
+        self.epoch += 1
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_state = loss, self.epoch, state
+        return self.epoch - self.best_epoch >= self.patience
 
 
 def _layer_index(key: str) -> int | None:

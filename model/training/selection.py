@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, train_test_split
 
 from model.serving.classifier import best_blend, decide, tune_thresholds_micro
 from model.serving.embedder import DEFAULT_MODEL_ID, Backend, SentenceEmbedder
@@ -37,13 +37,15 @@ from model.training.candidates import (
     inference_seconds_per_1k,
 )
 from model.training.cleaning import add_arguments as add_cleaning_arguments
-from model.training.finetune import FineTuneConfig
+from model.training.finetune import add_finetune_arguments, finetune_config
 from model.training.metrics import f1_report
 from model.training.splits import TrainingData, prepare
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_S_PER_1K = 10.0
+STOPPING_SHARE = 0.12
+"""With --patience: the share of each training fold the fine-tune stops early on (genre-train's --val-size)."""
 """Latency budget: at most 10 s of one 2-core replica per 1,000 overviews (>= 100 overviews/s)."""
 
 
@@ -110,7 +112,10 @@ def cross_validate(
         for k, (train_idx, val_idx) in enumerate(splits):
             started = time.perf_counter()
             logger.info("%s: fold %d/%d", name, k + 1, folds)
-            fitted = fit_candidate(name, ws, train_idx, seed=seed)
+            fit_idx, stop_idx = train_idx, None
+            if name is CandidateName.FINETUNE and ws.finetune.patience > 0:  # early stopping on a share of the fold
+                fit_idx, stop_idx = train_test_split(train_idx, test_size=STOPPING_SHARE, random_state=seed)
+            fitted = fit_candidate(name, ws, fit_idx, seed=seed, val_rows=stop_idx)
             fit_seconds.append(time.perf_counter() - started)
             oof[val_idx] = fitted.predict_rows(val_idx)
             if k == 0:
@@ -188,6 +193,8 @@ def markdown(results: Sequence[CandidateResult], chosen: CandidateResult | None,
         "thresholds per genre tuned on the other folds; "
         f"latency budget {context['budget_s_per_1k']} s per 1,000 overviews on this machine.",
         "",
+        "Fine-tune: " + ", ".join(f"{k} {v}" for k, v in context.get("finetune", {}).items()) + ".",
+        "",
         "| candidate | CV micro-F1 (± fold std) | CV macro-F1 | CV samples-F1 | s / 1,000 overviews | servable |",
         "|---|---|---|---|---|---|",
     ]
@@ -232,8 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=float, default=0.15, help="held-out share (excluded here, as in genre-train)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--min-genres", type=int, default=1, help="guarantee this many genres per movie (0: off)")
-    p.add_argument("--epochs", type=int, default=FineTuneConfig.epochs, help="fine-tune epochs")
-    p.add_argument("--tuned-layers", type=int, default=FineTuneConfig.tuned_layers, help="top encoder layers tuned")
+    add_finetune_arguments(p)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or local)")
     p.add_argument("--no-tracking", action="store_true", help="do not log the selection run to MLflow")
     add_text_fields_argument(p)
@@ -253,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data.y_train,
         data.labels,
         embedder,
-        FineTuneConfig(epochs=args.epochs, tuned_layers=args.tuned_layers, seed=args.seed),
+        finetune_config(args),
     )
     results = cross_validate(ws, names, args.folds, args.seed, args.min_genres, args.budget_s_per_1k)
     chosen = choose(results)
@@ -264,6 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "n_train": len(ws.texts),
         "budget_s_per_1k": args.budget_s_per_1k,
         "text_fields": ",".join(args.text_fields),
+        "finetune": ws.finetune.as_dict(),
         "data_fingerprint": data.fingerprint,
         "seconds": round(time.perf_counter() - started, 1),
         "candidates": [r.summary() | {"per_label": r.cv["per_label"]} for r in results],

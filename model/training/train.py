@@ -42,7 +42,7 @@ from model.training.candidates import SERVABLE, CandidateName, Workspace, embed_
 from model.training.cleaning import add_arguments as add_cleaning_arguments
 from model.training.cleaning import config_from_args
 from model.training.eda import write_report
-from model.training.finetune import FineTuneConfig
+from model.training.finetune import add_finetune_arguments, finetune_config
 from model.training.metrics import f1_report, scored_both_ways
 from model.training.splits import prepare
 
@@ -94,7 +94,7 @@ def fit_with_thresholds(
     everything = np.arange(len(ws.texts))
     if name is CandidateName.FINETUNE:
         fit_rows, val_rows = train_test_split(everything, test_size=val_size, random_state=seed)
-        fitted = fit_candidate(name, ws, fit_rows, c=c, seed=seed)
+        fitted = fit_candidate(name, ws, fit_rows, c=c, seed=seed, val_rows=val_rows)
         dense = fitted.predict_rows(val_rows)
         if fitted.head is None:
             raise ModelError(f"candidate {name} has no head")
@@ -141,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=3, help="folds for threshold tuning (frozen-encoder candidates)")
     p.add_argument("--val-size", type=float, default=0.12, help="validation share for the fine-tune's thresholds")
     p.add_argument("--C", dest="c", type=float, default=1.0, help="inverse L2 strength of the logistic regressions")
-    p.add_argument("--epochs", type=int, default=FineTuneConfig.epochs, help="fine-tune epochs")
-    p.add_argument("--tuned-layers", type=int, default=FineTuneConfig.tuned_layers, help="top encoder layers tuned")
+    add_finetune_arguments(p)
     p.add_argument(
         "--blend",
         default="auto",
@@ -181,7 +180,7 @@ def run(args: argparse.Namespace) -> tuple[ModelArtifact, str | None]:
     data = prepare(args)
     name = CandidateName(args.candidate)
     embedder = SentenceEmbedder(args.embedding_model, backend=args.backend).load()
-    config = FineTuneConfig(epochs=args.epochs, tuned_layers=args.tuned_layers, seed=args.seed)
+    config = finetune_config(args)
     cache = Path(args.cache_dir) if args.cache_dir else None
     fields: tuple[str, ...] = args.text_fields
     ws = Workspace(frame_documents(data.train, fields), data.y_train, data.labels, embedder, config, cache_dir=cache)
