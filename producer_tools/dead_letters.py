@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from consumer.messages import DeadLetterHeaders as H
-from producer_tools.errors import KafkaToolError
+from producer_tools.reading import read_topic
 from producer_tools.send import HeadedRecord, SendReport, send
 
 REPLAYED_FROM = "dlq.replayed.from"
@@ -101,42 +100,15 @@ def read_dead_letters(
         KafkaToolError: the topic's end was not reached within `timeout_s` (cluster unreachable,
             or the topic does not exist).
     """
-    consumer.subscribe([topic])
-    at_end: set[int] = set()
-    seen = 0
-    deadline = time.monotonic() + timeout_s
-    try:
-        while max_messages is None or seen < max_messages:
-            assigned = {tp.partition for tp in consumer.assignment()}
-            if assigned and assigned <= at_end:
-                return
-            if time.monotonic() > deadline:
-                raise KafkaToolError(
-                    f"{topic}: its end was not reached in {timeout_s:.0f}s (is the cluster reachable?)"
-                )
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition() or 0)
-                    continue
-                if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise KafkaToolError(f"{topic}: {err.str()}")
-                continue
-            at_end.discard(msg.partition() or 0)
-            seen += 1
-            yield StoredDeadLetter(
-                msg.topic() or topic,
-                msg.partition() or 0,
-                msg.offset() or 0,
-                _raw(msg.key()),
-                _raw(msg.value()),
-                _headers(msg),
-            )
-    finally:
-        consumer.close()
+    for msg in read_topic(consumer, topic, max_messages=max_messages, until_end_within_s=timeout_s):
+        yield StoredDeadLetter(
+            msg.topic() or topic,
+            msg.partition() or 0,
+            msg.offset() or 0,
+            _raw(msg.key()),
+            _raw(msg.value()),
+            _headers(msg),
+        )
 
 
 @dataclass

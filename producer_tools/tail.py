@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer
 from pydantic import ValidationError
 
 from consumer.messages import GenrePrediction
-from producer_tools.errors import KafkaToolError
+from producer_tools.reading import read_topic
 
 
 def read_predictions(
     consumer: Consumer, topic: str, *, max_messages: int | None, idle_timeout_s: float | None
 ) -> Iterator[GenrePrediction | str]:
     """Yields predictions (or the raw text of an undecodable record) until max or idle timeout."""
-    consumer.subscribe([topic])
-    seen, last = 0, time.monotonic()
-    try:
-        while max_messages is None or seen < max_messages:
-            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
-                return
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if err.fatal():
-                    raise KafkaToolError(str(err))
-                continue
-            last = time.monotonic()
-            seen += 1
-            raw = msg.value() or b""
-            try:
-                yield GenrePrediction.model_validate_json(raw)
-            except ValidationError:
-                yield raw.decode("utf-8", "replace")
-    finally:
-        consumer.close()
+    for msg in read_topic(consumer, topic, max_messages=max_messages, idle_timeout_s=idle_timeout_s):
+        raw = msg.value() or b""
+        try:
+            yield GenrePrediction.model_validate_json(raw)
+        except ValidationError:
+            yield raw.decode("utf-8", "replace")
 
 
 def format_prediction(p: GenrePrediction | str, as_json: bool) -> str:

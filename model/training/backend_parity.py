@@ -41,11 +41,17 @@ MIN_MEAN_COSINE = 0.99
 CPU_BACKENDS = (Backend.FP32, Backend.BF16, Backend.ONNX_FP32, Backend.ONNX_INT8, Backend.ONNX_INT8_STATIC)
 
 
-def measure(artifact_dir: Path, data: TrainingData, backends: Sequence[Backend] = CPU_BACKENDS) -> dict[str, Any]:
+def measure(
+    artifact_dir: Path,
+    data: TrainingData,
+    backends: Sequence[Backend] = CPU_BACKENDS,
+    artifact: ModelArtifact | None = None,
+) -> dict[str, Any]:
     """Held-out micro-F1 and embedding cosine to fp32 of each backend; `allowed` applies the rule.
 
-    Backends that cannot run here (ONNX Runtime not installed) are left out, not failed."""
-    artifact = load_artifact(artifact_dir)
+    `artifact` is the one in `artifact_dir` when the caller has loaded it already. Backends that
+    cannot run here (ONNX Runtime not installed) are left out, not failed."""
+    artifact = artifact or load_artifact(artifact_dir)
     texts = frame_documents(data.holdout, artifact.text_fields)
     reference: np.ndarray | None = None
     reference_f1 = 0.0
@@ -90,7 +96,7 @@ def _aligned(decided: np.ndarray, artifact: ModelArtifact, data: TrainingData) -
 def record(artifact_dir: Path, data: TrainingData) -> ModelArtifact:
     """Measures and writes the parity into the artifact (a new content hash: sign afterwards)."""
     artifact = load_artifact(artifact_dir)
-    parity = measure(artifact_dir, data)
+    parity = measure(artifact_dir, data, artifact=artifact)
     backends = {k: v for k, v in parity.items() if isinstance(v, dict)}
     metrics = {**artifact.metrics, "backends": {**backends, "rule": parity["rule"], "n": parity["n"]}}
     return save_artifact(replace(artifact, metrics=metrics), artifact_dir)
@@ -106,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_cleaning_arguments(p)  # the split must be the one the artifact was trained with: same cleaning
     args = p.parse_args(argv)
     try:
-        params = load_artifact(args.artifact).training.get("params", {})
+        artifact = load_artifact(args.artifact)
+        params = artifact.training.get("params", {})
         # The artifact's own split: its held-out rows were never trained or tuned on.
         args.test_size, args.seed, args.limit = float(params.get("test_size", 0.15)), int(params.get("seed", 13)), None
         data = prepare(args)
@@ -116,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signing.sign(args.artifact, artifact.content_hash, signing.read_private_key(args.sign_key))
             print(json.dumps(artifact.metrics["backends"], indent=1))
         else:
-            print(json.dumps(measure(args.artifact, data), indent=1))
+            print(json.dumps(measure(args.artifact, data, artifact=artifact), indent=1))
     except ModelError as exc:
         print(f"backend_parity: {exc}", file=sys.stderr)
         return 2
