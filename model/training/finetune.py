@@ -14,7 +14,7 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -268,7 +268,7 @@ class TopLayerTuner:
                     )
                     logger.info("epoch %d: validation loss %.5f", epoch + 1, val_loss)
                     self.validation_losses_.append(val_loss)
-                    if stopping.should_stop(val_loss, self._tuned_state(tuned)):
+                    if stopping.should_stop(val_loss, lambda: self._tuned_state(tuned)):
                         bar.update(total - bar.n)
                         break
         if stopping is not None and stopping.best_state is not None:
@@ -277,15 +277,13 @@ class TopLayerTuner:
         tuned.eval()
         return self
 
-    def _tuned_state(self, tuned: torch.nn.ModuleList) -> dict[str, torch.Tensor]:
-        return {
-            **{f"tuned.{k}": v.detach().clone() for k, v in tuned.state_dict().items()},
-            **{f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()},
-        }
+    def _tuned_state(self, tuned: torch.nn.ModuleList) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        layers = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
+        return layers, {k: v.detach().clone() for k, v in self.head.state_dict().items()}
 
-    def _restore(self, tuned: torch.nn.ModuleList, state: dict[str, torch.Tensor]) -> None:
-        tuned.load_state_dict({k.removeprefix("tuned."): v for k, v in state.items() if k.startswith("tuned.")})
-        self.head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
+    def _restore(self, tuned: torch.nn.ModuleList, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        tuned.load_state_dict(state[0])
+        self.head.load_state_dict(state[1])
 
     def _batches(self, states: Sequence[torch.Tensor], rng: np.random.Generator) -> list[list[int]]:
         """Shuffled batches of similar length (little padding), in random order."""
@@ -334,13 +332,14 @@ class _EarlyStopping:
     patience: int
     best_loss: float = math.inf
     best_epoch: int = 0
-    best_state: dict[str, Any] | None = None
+    best_state: Any = None
     epoch: int = 0
 
-    def should_stop(self, loss: float, state: dict[str, Any]) -> bool:
+    def should_stop(self, loss: float, snapshot: Callable[[], Any]) -> bool:
+        """`snapshot` copies the weights; it runs only for a new best epoch."""
         self.epoch += 1
         if loss < self.best_loss:
-            self.best_loss, self.best_epoch, self.best_state = loss, self.epoch, state
+            self.best_loss, self.best_epoch, self.best_state = loss, self.epoch, snapshot()
         return self.epoch - self.best_epoch >= self.patience
 
 

@@ -83,7 +83,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_patience_epochs_after_it(
     seen: list[float] = []
     for epoch, loss in enumerate(losses, start=1):
         seen.append(loss)
-        stop = stopping.should_stop(loss, {"epoch": epoch})
+        stop = stopping.should_stop(loss, lambda epoch=epoch: {"epoch": epoch})
         best = int(np.argmin(seen)) + 1  # the first epoch with the lowest loss
         assert stopping.best_epoch == best and stopping.best_state == {"epoch": best}
         assert stop == (epoch - best >= patience)
