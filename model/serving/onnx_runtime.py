@@ -157,8 +157,9 @@ def _quantize(source: Path, target: Path) -> None:
     logger.info("encoder quantized to int8: %s", target)
 
 
-STATIC_RECIPE = "v1"
-"""Names the calibration texts and node choice below; part of the cached file's name."""
+STATIC_RECIPE = "v2"
+"""Names the calibration texts, their row layout (v2: aligned text starts, packing.TOKEN_ALIGN) and
+the node choice below; part of the cached file's name, so a file calibrated otherwise is not reused."""
 CALIBRATION_TEXTS = 256
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,9 +39,27 @@ input shape it sees; exact widths gave each pass a new shape, and the process gr
 (docs/performance.md, "Memory"). Rounded widths bound the shapes at ROWS_PER_PASS times
 256 / WIDTH_STEP, for at most WIDTH_STEP - 1 tokens of padding per row."""
 
+HALF_PRECISION_LONG_STEP = ROW_CAPACITY
+"""The width step of a bf16 / fp16 pass that holds a text longer than a row. Such a text came out of
+bf16 attention up to 8e-4 apart at different pass widths, enough to move a genre across its
+threshold between one batch and another (an EPYC with avx512_bf16); at whole-row widths it was
+bitwise equal alone and in any batch. Shorter rows were equal at every width, so they keep
+WIDTH_STEP: whole rows everywhere cost bf16 12-15 % there."""
+
+TOKEN_ALIGN = 4
+"""Every text starts at a multiple of this many tokens in its row. ONNX Runtime's kernels group a row's
+positions in fours, so a text shifted by one to three tokens was summed in another order: its fp32
+embedding moved by ~1e-7, and in static int8 such a difference can cross a rounding step (up to 5e-3,
+measured), so a text's genres depended on the texts it was batched with. Aligned starts gave
+bitwise-equal embeddings at every offset (300 overviews x 16 offsets; docs/performance.md) for at most
+3 tokens of padding per text."""
+
 
 def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Assigns texts to rows by first-fit decreasing; rows come back sorted by total length.
+
+    Each text takes its length rounded up to TOKEN_ALIGN (`_aligned`), the room `_row_tensors`
+    gives it, so that the next one starts aligned.
 
     Args:
         lengths: token count of each text (each >= 1).
@@ -51,17 +70,18 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """
     if capacity < 1:
         raise ValueError("capacity must be >= 1")
+    sizes = [_aligned(n) for n in lengths]
     rows: list[list[int]] = []
     fills: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
         for r, fill in enumerate(fills):
-            if fill + lengths[i] <= capacity:
+            if fill + sizes[i] <= capacity:
                 rows[r].append(i)
-                fills[r] += lengths[i]
+                fills[r] += sizes[i]
                 break
         else:
             rows.append([i])
-            fills.append(lengths[i])
+            fills.append(sizes[i])
     order = sorted(range(len(rows)), key=lambda r: fills[r])
     return [rows[r] for r in order]
 
@@ -145,6 +165,7 @@ def encode_packed(
     module = _encoder(st)
     device = next(module.parameters()).device
     parallel = pool is not None and workers > 1
+    long_step = WIDTH_STEP if module.dtype == torch.float32 else HALF_PRECISION_LONG_STEP
     lengths: list[int] = []
 
     def tokens(span: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
@@ -155,11 +176,11 @@ def encode_packed(
         chunk: list[list[int]], ids: torch.Tensor, group_lengths: list[int], first: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if forward is not None:
-            batch = _row_tensors(chunk, ids, group_lengths, torch.float32)
+            batch = _row_tensors(chunk, ids, group_lengths, torch.float32, WIDTH_STEP)
             hidden = forward(batch["input_ids"], batch["mask"], batch["position_ids"])
             flat = hidden.reshape(-1, hidden.shape[-1]).float()
         else:
-            batch = _row_tensors(chunk, ids, group_lengths, module.dtype)
+            batch = _row_tensors(chunk, ids, group_lengths, module.dtype, long_step)
             with torch.inference_mode():
                 hidden = module(
                     input_ids=batch["input_ids"].to(device),
@@ -192,27 +213,36 @@ def encode_packed(
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def _aligned(length: int) -> int:
+    """Tokens a text takes in a row: its own, then padding up to the next text's aligned start."""
+    return _round_up(length, TOKEN_ALIGN)
+
+
 def _row_tensors(
-    rows: list[list[int]], ids: torch.Tensor, lengths: Sequence[int], dtype: torch.dtype
+    rows: list[list[int]], ids: torch.Tensor, lengths: Sequence[int], dtype: torch.dtype, long_step: int = WIDTH_STEP
 ) -> dict[str, Any]:
-    """input_ids, position_ids, the block-diagonal mask and the owning text of every token of some rows."""
+    """input_ids, position_ids, the block-diagonal mask and the owning text of every token of some
+    rows; `long_step` rounds the width of a pass longer than a row."""
     import torch
 
-    longest = max(sum(lengths[i] for i in row) for row in rows)
-    width = -(-longest // WIDTH_STEP) * WIDTH_STEP
+    starts = [list(accumulate((_aligned(lengths[i]) for i in row[:-1]), initial=0)) for row in rows]
+    longest = max(start[-1] + lengths[row[-1]] for start, row in zip(starts, rows, strict=True))
+    width = _round_up(longest, WIDTH_STEP if longest <= ROW_CAPACITY else long_step)
     input_ids = torch.zeros(len(rows), width, dtype=torch.long)
     positions = torch.zeros(len(rows), width, dtype=torch.long)
     segment = torch.full((len(rows), width), -1, dtype=torch.long)
     owner = torch.full((len(rows), width), -1, dtype=torch.long)
     for r, row in enumerate(rows):
-        offset = 0
-        for k, i in enumerate(row):
+        for k, (i, offset) in enumerate(zip(row, starts[r], strict=True)):
             n = lengths[i]
             input_ids[r, offset : offset + n] = ids[i, :n]
             positions[r, offset : offset + n] = torch.arange(n)
             segment[r, offset : offset + n] = k
             owner[r, offset : offset + n] = i
-            offset += n
     # A token attends to its own text only. Padding (-1) attends to padding, which keeps its softmax
     # finite; its outputs are never pooled.
     same = (segment[:, :, None] == segment[:, None, :])[:, None]

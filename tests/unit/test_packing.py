@@ -4,8 +4,11 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from model.serving.packing import pack_rows, unsupported_reason
+from model.serving.packing import TOKEN_ALIGN, WIDTH_STEP, _row_tensors, pack_rows, unsupported_reason
 
 
 def fills(rows: list[list[int]], lengths: list[int]) -> list[int]:
@@ -104,3 +107,27 @@ def test_packing_is_refused_for_models_whose_embeddings_it_would_change(model: o
     else:
         assert found is not None
         assert reason in found
+
+
+@given(lengths=st.lists(st.integers(1, 256), min_size=1, max_size=40), capacity=st.sampled_from([32, 64, 128]))
+def test_every_text_starts_aligned_and_keeps_its_own_tokens_positions_and_mask(
+    lengths: list[int], capacity: int
+) -> None:
+    """ONNX Runtime sums a row's positions in fours: a text must start at a multiple of TOKEN_ALIGN
+    wherever it is packed, or its embedding depends on its neighbours (docs/performance.md)."""
+    rows = pack_rows(lengths, capacity)
+    ids = torch.arange(1, 1 + len(lengths))[:, None] * 1000 + torch.arange(256)[None, :]
+    batch = _row_tensors(rows, ids, lengths, torch.float32)
+    owner, positions, mask = batch["owner"], batch["position_ids"], batch["mask"][:, 0]
+    assert owner.shape[1] % WIDTH_STEP == 0
+    for i, n in enumerate(lengths):
+        r, columns = torch.nonzero(owner == i, as_tuple=True)
+        assert len(columns) == n and len(set(r.tolist())) == 1, "one text, one row, every token once"
+        start = int(columns.min())
+        assert start % TOKEN_ALIGN == 0
+        assert columns.tolist() == list(range(start, start + n)), "contiguous"
+        assert positions[r[0], start : start + n].tolist() == list(range(n))
+        assert batch["input_ids"][r[0], start : start + n].tolist() == ids[i, :n].tolist()
+        row_mask = mask[r[0], start : start + n]
+        attends = row_mask == 0
+        assert attends[:, start : start + n].all() and int(attends.sum()) == n * n, "only to itself"
