@@ -6,7 +6,11 @@ an older CPU (AVX2 only; AVX-512 without bf16 or VNNI). ONNX Runtime's kernels c
 out rather than mix a native ONNX rate into an emulated row. Every result records the CPU model and
 flags of the machine it ran on.
 
-    python -m benchmarks.backend_matrix --out benchmarks/results   # ~3 min on 2 cores
+A shared host's rate moves by 10-20 % from one minute to the next, more than some backends differ,
+so every cell runs `--rounds` times, the backends of a row alternating within each round, and the
+median is reported beside the single rounds.
+
+    python -m benchmarks.backend_matrix --out benchmarks/results   # ~15 min on 2 cores
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +53,9 @@ def cell(backend: str) -> dict[str, Any]:
     started = time.perf_counter()
     predictor = load_predictor(backend=backend, device="cpu")
     load_s = time.perf_counter() - started
-    predictor.predict(overviews[:64], titles[:64])  # warm-up
+    # Warm-up on one whole batch: ONNX Runtime's first run of each pass shape is slow, and a batch
+    # meets its shapes once; `auto` has run them in its start-up measurement, an explicit backend not.
+    predictor.predict(overviews[:BATCH], titles[:BATCH])
     started = time.perf_counter()
     for start in range(0, len(overviews), BATCH):
         predictor.predict(overviews[start : start + BATCH], titles[start : start + BATCH])
@@ -79,22 +86,25 @@ def run_cell(backend: str, env: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-def matrix() -> dict[str, Any]:
+def matrix(rounds: int = 3) -> dict[str, Any]:
     from model.serving.artifact import load_artifact
     from model.serving.predictor import DEFAULT_ARTIFACT
 
     parity = load_artifact(DEFAULT_ARTIFACT).metrics.get("backends", {})
-    out: dict[str, Any] = {**machine(), "rows": {}}
+    out: dict[str, Any] = {**machine(), "rounds": rounds, "rows": {}}
     for row, spec in ROWS.items():
-        cells: dict[str, Any] = {}
-        for backend in [*spec["backends"], "auto"]:
-            if backend == "auto" and row != "native":
-                continue  # auto would also time ONNX Runtime at its native speed: not an emulation
-            cells[backend] = run_cell(backend, spec["env"])
+        # auto would also time ONNX Runtime at its native speed in an emulated row: not an emulation
+        backends = [*spec["backends"], *(["auto"] if row == "native" else [])]
+        runs: dict[str, list[dict[str, Any]]] = {backend: [] for backend in backends}
+        for _ in range(rounds):
+            for backend in backends:
+                runs[backend].append(run_cell(backend, spec["env"]))
+                print(f"  {row:<40} {backend:<16} {json.dumps(runs[backend][-1])}", flush=True)
+        cells = {backend: summary(results) for backend, results in runs.items()}
+        for backend, result in cells.items():
             recorded = parity.get(backend, {})
             if isinstance(recorded, dict) and recorded:
-                cells[backend]["parity"] = {k: recorded[k] for k in ("delta_f1", "mean_cosine", "allowed")}
-            print(f"  {row:<40} {backend:<10} {json.dumps(cells[backend])}", flush=True)
+                result["parity"] = {k: recorded[k] for k in ("delta_f1", "mean_cosine", "allowed")}
         fp32 = cells.get("fp32", {}).get("overviews_per_s")
         if fp32:
             for result in cells.values():
@@ -104,15 +114,37 @@ def matrix() -> dict[str, Any]:
     return out
 
 
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its rounds: the median rate and load time, every round's rate, auto's choices."""
+    done = [r for r in results if "overviews_per_s" in r]
+    if not done:
+        return results[-1]  # every round failed: its error
+    out: dict[str, Any] = {
+        "backend": statistics.mode(r["backend"] for r in done),
+        "overviews_per_s": round(statistics.median(r["overviews_per_s"] for r in done), 1),
+        "rounds_per_s": [r["overviews_per_s"] for r in done],
+        "load_s": round(statistics.median(r["load_s"] for r in done), 1),
+    }
+    if len(done) < len(results):
+        out["failed_rounds"] = len(results) - len(done)
+    choices = [r["auto"] for r in done if "auto" in r]
+    if choices:
+        out["auto"] = {"chosen": sorted({c["chosen"] for c in choices}), "rounds": choices}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.backend_matrix", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--rounds", type=int, default=3, help="runs of every cell; the median is reported")
     p.add_argument("--cell", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     if args.cell:
         print(json.dumps(cell(args.cell)))
         return 0
-    write_result(args.out, "backend_matrix.json", matrix())
+    write_result(args.out, "backend_matrix.json", matrix(args.rounds))
     return 0
 
 
