@@ -281,7 +281,9 @@ class TopLayerTuner:
         layers = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
         return layers, {k: v.detach().clone() for k, v in self.head.state_dict().items()}
 
-    def _restore(self, tuned: torch.nn.ModuleList, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    def _restore(
+        self, tuned: torch.nn.ModuleList, state: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+    ) -> None:
         tuned.load_state_dict(state[0])
         self.head.load_state_dict(state[1])
 
