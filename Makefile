@@ -70,7 +70,7 @@ bench: $(STAMP)  ## benchmarks on a private local Kafka: JSON + plot in benchmar
 	  rc=$$?; scripts/kafka-local stop --state-dir .state/bench-kafka; exit $$rc
 
 SOAK_ARGS ?=
-soak: $(STAMP)  ## 30 min at half load, a fault every 2 min: audit + RSS in benchmarks/results/soak.json (SOAK_ARGS=--minutes 5)
+soak: $(STAMP)  ## 30 min at half load, a fault every 2 min: audit + RSS in benchmarks/results/HOST/soak.json (SOAK_ARGS=--minutes 5)
 	scripts/kafka-local install
 	bootstrap=$$(scripts/kafka-local start --fresh --state-dir .state/soak-kafka | tail -1 | cut -d= -f2); \
 	  $(BIN)/python -m benchmarks.soak --bootstrap-servers "$$bootstrap" --state-dir .state/soak-kafka --out benchmarks/results $(SOAK_ARGS); \

@@ -1,7 +1,8 @@
 """Throughput, latency, catch-up, scaling and memory benchmarks of the service on a real local Kafka.
 
 `make bench` (or `python -m benchmarks.bench --out benchmarks/results`) prints each number as it is
-measured and writes `results.json` plus `throughput.png`. Each measurement is bounded in count and time.
+measured and writes `results.json` plus `throughput.png` into the folder of this host's CPU kind
+(`benchmarks/results/<host kind>/`). Each measurement is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -26,9 +26,9 @@ import pandas as pd
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from benchmarks.reporting import machine, results_dir
 from consumer.__main__ import bound_openmp_spinning
 from consumer.settings import KafkaSettings
-from model.serving.backends import cpu_identity
 from model.serving.embedder import Backend, SentenceEmbedder
 from model.serving.predictor import load_predictor
 from producer_tools import clients
@@ -379,7 +379,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar(list(bars), list(bars.values()), color="#4878a8")
     ax.set_ylabel("overviews / s")
-    ax.set_title(f"genre-stream throughput ({os.cpu_count()} CPU cores)")
+    ax.set_title(f"genre-stream throughput, {results['machine']['cpu']} ({results['machine']['host_kind']})")
     for i, v in enumerate(bars.values()):
         ax.text(i, v, f"{v:.0f}", ha="center", va="bottom")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
@@ -411,11 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = latency_points(kafka, args.latency_only, workdir)
         (workdir / "latency.json").write_text(json.dumps(points))
         return 0
-    cpu, flags = cpu_identity()
-    results: dict[str, Any] = {
-        # Numbers from different CPUs must never be mixed up: the model and the flags that pick kernels.
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu, "flags": list(flags), "python": platform.python_version()},
-    }
+    # Numbers from different CPUs must never be mixed up: the model and the flags that pick kernels,
+    # and a folder of their own.
+    results: dict[str, Any] = {"machine": machine()}
+    out = results_dir(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     sample = texts(2_000 if not args.quick else 500)
     log("== bare model (in process)")
     results.update(model_only(sample))
@@ -441,9 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log("== latency at fixed rates")
     results["latency"] = latency_in_fresh_process(args.bootstrap_servers, e2e, workdir)
     results["peak_rss_mb"] = results["end_to_end"]["peak_rss_mb"]
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out / "throughput.png")
-    log(f"== wrote {args.out / 'results.json'} and throughput.png")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "throughput.png")
+    log(f"== wrote {out / 'results.json'} and throughput.png")
     log(
         json.dumps(
             {k: results[k] for k in ("ratio_to_bare", "speedup_vs_fp32_default", "speedup_vs_naive", "peak_rss_mb")}

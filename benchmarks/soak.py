@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import re
 import subprocess
 import threading
@@ -26,6 +24,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from benchmarks.bench import ROOT, Run, drain, log, texts, wait
+from benchmarks.reporting import machine, results_dir
 from consumer.settings import KafkaSettings
 from producer_tools import clients
 from producer_tools.audit import audit
@@ -39,15 +38,6 @@ REPLICA_ENV = {
     "GENRE_TRANSACTION_TIMEOUT_MS": "20000",
     "GENRE_SESSION_TIMEOUT_MS": "10000",
 }
-
-
-def cpu() -> dict[str, Any]:
-    """The CPU model and the flags that decide the model's speed, recorded beside every number."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
-    return {"model": model or platform.processor(), "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
 
 
 def rss_mb(pid: int) -> float:
@@ -230,7 +220,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     a = results["audit"]
     fig.suptitle(
         f"soak {results['minutes']} min at {results['rate_per_s']}/s, {len(results['faults'])} faults: "
-        f"missing {a['missing']}, duplicated {a['duplicated']} ({results['machine']['cpu']['model']})",
+        f"missing {a['missing']}, duplicated {a['duplicated']} ({results['machine']['cpu']})",
         fontsize=9,
     )
     fig.tight_layout()
@@ -248,10 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.out / "logs"
     workdir.mkdir(parents=True, exist_ok=True)
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
-    results = {"machine": {"cpu": cpu(), "python": platform.python_version()}}
+    results: dict[str, Any] = {"machine": machine()}
     results.update(soak(kafka, args.state_dir, args.minutes, args.fault_every_s, workdir))
-    (args.out / "soak.json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, args.out / "soak.png")
+    out = results_dir(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, out / "soak.png")
     a, growth = results["audit"], results["rss_a_mb"]["growth_after_5_min"]
     log(f"== soak: missing {a['missing']}, duplicated {a['duplicated']}, RSS growth after 5 min {growth}")
     ok = (
