@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from model.serving.backends import TIE_MARGIN, choose, sample_texts
+from model.serving.backends import ROUNDS, TIE_MARGIN, choose, sample_texts
 
 
 class Clock:
@@ -25,15 +25,30 @@ class Clock:
     def runner(self, seconds_per_text: float, calls: list[str], name: str) -> Callable[[list[str]], object]:
         def run(texts: list[str]) -> None:
             calls.append(name)
-            self.now += seconds_per_text * len(texts)
+            self.now += seconds_per_text * len(texts) * self.slowdown(len(calls) - 1)
 
         return run
 
+    def slowdown(self, call: int) -> float:
+        return 1.0
+
+
+class NoisyClock(Clock):
+    """A clock on a shared host: calls `first` to `first + length - 1` (warm-ups included) run
+    `factor` times slower, whichever backend they belong to."""
+
+    def __init__(self, first: int, length: int, factor: float) -> None:
+        super().__init__()
+        self.first, self.length, self.factor = first, length, factor
+
+    def slowdown(self, call: int) -> float:
+        return self.factor if self.first <= call < self.first + self.length else 1.0
+
 
 def _choose(
-    costs: dict[str, float], cache: Path | None = None, key: str = "k"
+    costs: dict[str, float], cache: Path | None = None, key: str = "k", clock: Clock | None = None
 ) -> tuple[str, dict[str, float], list[str]]:
-    clock, calls = Clock(), []
+    clock, calls = clock or Clock(), []
     runners = {name: clock.runner(cost, calls, name) for name, cost in costs.items()}
     choice = choose(runners, key, cache, clock=clock)
     return choice.backend, choice.rates, calls
@@ -55,6 +70,31 @@ def test_fp32_wins_unless_another_backend_is_clearly_faster(fp32_cost: float, ra
     backend, rates, _ = _choose({"fp32": fp32_cost, "bf16": fp32_cost / ratio})
     faster = rates["bf16"] > rates["fp32"] * (1 + TIE_MARGIN)
     assert backend == ("bf16" if faster else "fp32")
+
+
+@given(
+    costs=st.lists(st.floats(min_value=0.001, max_value=0.05), min_size=2, max_size=4),
+    first=st.integers(0, 40),
+    length=st.integers(1, 3),
+    factor=st.floats(min_value=1.2, max_value=5.0),
+)
+def test_a_slow_spell_of_the_host_does_not_change_the_choice(
+    costs: list[float], first: int, length: int, factor: float
+) -> None:
+    """A shared host slows whatever runs during a spell. Shorter than a round (one pass of every
+    backend), the spell costs each backend one round at most, so the best-round rates and the
+    choice are those of a quiet host; timed one backend after another, the one caught in it lost."""
+    named = dict(zip(["fp32", "bf16", "onnx-fp32", "onnx-int8-static"], costs, strict=False))
+    length = min(length, len(named) - 1)
+    quiet, quiet_rates, _ = _choose(named)
+    noisy, noisy_rates, _ = _choose(named, clock=NoisyClock(first, length, factor))
+    assert noisy == quiet
+    assert noisy_rates == pytest.approx(quiet_rates)
+
+
+def test_the_backends_alternate_after_one_warm_up_each() -> None:
+    _, _, calls = _choose({"fp32": 0.05, "bf16": 0.05})  # slow: one timed pass a round
+    assert calls == ["fp32", "bf16"] * (1 + ROUNDS)
 
 
 def test_a_cached_choice_is_reused_without_measuring(tmp_path: Path) -> None:
