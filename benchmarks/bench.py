@@ -38,6 +38,8 @@ from producer_tools.topics import create_topics
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DATA = ROOT.parent / "shared" / "data" / "movies_overviews.csv"
+BATCH = 256
+"""Texts per `predict` call of the bare model: the service's default micro-batch (GENRE_BATCH_SIZE)."""
 
 
 def log(message: str) -> None:
@@ -70,10 +72,10 @@ def bare_model(
         # Warm-up on one whole batch, as in the backend matrix: ONNX Runtime's first run of each pass
         # shape is slow, and 64 texts met too few of a batch's shapes (the rest was timed: static
         # int8 rated 133/s here against 183/s in the matrix on the same EPYC).
-        predictor.predict(overviews[:256], titles[:256])
+        predictor.predict(overviews[:BATCH], titles[:BATCH])
         started = time.perf_counter()
-        for start in range(0, len(overviews), 256):
-            predictor.predict(overviews[start : start + 256], titles[start : start + 256])
+        for start in range(0, len(overviews), BATCH):
+            predictor.predict(overviews[start : start + BATCH], titles[start : start + BATCH])
         rate = len(overviews) / (time.perf_counter() - started)
         out["by_batch_size"][bs] = round(rate, 1)
         layout = "packed rows" if predictor.embedder.packing_ else f"encode batch {bs}"
@@ -418,7 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # and a folder of their own.
     results: dict[str, Any] = {"machine": machine()}
     out = results_dir(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     sample = texts(2_000 if not args.quick else 500)
     log("== bare model (in process)")
     results.update(model_only(sample))

@@ -41,17 +41,17 @@ def host_kind(cpu: str, flags: Sequence[str], cores: int | None) -> str:
 
 
 def results_dir(out: Path) -> Path:
-    """`out/<host kind>`: results of one CPU kind never overwrite another's."""
+    """`out/<host kind>`, made if missing: results of one CPU kind never overwrite another's."""
     from model.serving.backends import cpu_identity
 
-    return out / host_kind(*cpu_identity(), os.cpu_count())
+    folder = out / host_kind(*cpu_identity(), os.cpu_count())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def write_result(out: Path, name: str, result: dict[str, Any]) -> Path:
     """`out/<host kind>/name` as indented JSON; says where it went."""
-    folder = results_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
+    path = results_dir(out) / name
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}", flush=True)
     return path

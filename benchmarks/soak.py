@@ -241,7 +241,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine()}
     results.update(soak(kafka, args.state_dir, args.minutes, args.fault_every_s, workdir))
     out = results_dir(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out / "soak.png")
     a, growth = results["audit"], results["rss_a_mb"]["growth_after_5_min"]
